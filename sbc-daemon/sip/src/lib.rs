@@ -1,0 +1,1 @@
+//! Zero-copy SIP message layer (work in progress).

@@ -1,0 +1,1 @@
+//! sbcd library (work in progress).
