@@ -1,1 +1,5 @@
-fn main() {}
+//! `sbcd`: see [`sbc_daemon::cli`].
+
+fn main() -> std::process::ExitCode {
+    sbc_daemon::cli::main()
+}

@@ -1,0 +1,378 @@
+//! Prometheus metrics (prometheus-client). Naming follows `../shared/design/architecture.md`:
+//! `sbc_` prefix, `_total` counters, low-cardinality labels.
+//!
+//! Hot-path counters are resolved once per (interface, label) at start-up so that counting a
+//! message never allocates.
+
+use std::collections::HashMap;
+
+use portcullis_sip::Method;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceMethod {
+    interface: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceClass {
+    interface: String,
+    code_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabel {
+    interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildInfo {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkLabel {
+    trunk: String,
+}
+
+/// Methods with their own label value; everything else counts as `OTHER`.
+const METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+];
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+/// Kinds of transactions in `sbc_sip_transactions{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxKind {
+    ServerInvite,
+    ServerNonInvite,
+    ClientInvite,
+    ClientNonInvite,
+}
+
+impl TxKind {
+    const ALL: [TxKind; 4] = [
+        TxKind::ServerInvite,
+        TxKind::ServerNonInvite,
+        TxKind::ClientInvite,
+        TxKind::ClientNonInvite,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            TxKind::ServerInvite => "server_invite",
+            TxKind::ServerNonInvite => "server_non_invite",
+            TxKind::ClientInvite => "client_invite",
+            TxKind::ClientNonInvite => "client_non_invite",
+        }
+    }
+}
+
+/// Why a message was dropped without a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A response whose top Via is not ours, or that matches no transaction (S-34).
+    StrayResponse,
+    /// A message without a usable top Via.
+    NoVia,
+    /// A message over the configured maximum size.
+    TooLarge,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::StrayResponse => "stray_response",
+            DropReason::NoVia => "no_via",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+struct IfaceCounters {
+    requests: Vec<Counter>,
+    responses: Vec<Counter>,
+    parse_errors: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    by_iface: HashMap<String, IfaceCounters>,
+    requests: Family<IfaceMethod, Counter>,
+    responses: Family<IfaceClass, Counter>,
+    parse_errors: Family<IfaceLabel, Counter>,
+    tx_gauges: [Gauge; 4],
+    dropped: Family<ReasonLabel, Counter>,
+    failovers: Family<TrunkLabel, Counter>,
+    tcp_connections: Gauge,
+    tcp_connect_failures: Counter,
+}
+
+impl Metrics {
+    /// Creates the registry with one label set per configured interface.
+    pub fn new(interfaces: &[String]) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<IfaceMethod, Counter>::default();
+        let responses = Family::<IfaceClass, Counter>::default();
+        let parse_errors = Family::<IfaceLabel, Counter>::default();
+        let transactions = Family::<KindLabel, Gauge>::default();
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        let failovers = Family::<TrunkLabel, Counter>::default();
+        let build_info = Family::<BuildInfo, Gauge>::default();
+        let tcp_connections = Gauge::default();
+        let tcp_connect_failures = Counter::default();
+        registry.register(
+            "sbc_sip_requests",
+            "SIP requests received, by interface and method",
+            requests.clone(),
+        );
+        registry.register(
+            "sbc_sip_responses",
+            "SIP responses received, by interface and status class",
+            responses.clone(),
+        );
+        registry.register(
+            "sbc_sip_parse_errors",
+            "SIP messages that could not be parsed, by interface",
+            parse_errors.clone(),
+        );
+        registry.register(
+            "sbc_sip_transactions",
+            "SIP transactions currently held, by kind",
+            transactions.clone(),
+        );
+        registry.register(
+            "sbc_sip_dropped",
+            "SIP messages dropped without a response, by reason",
+            dropped.clone(),
+        );
+        registry.register(
+            "sbc_sip_trunk_failovers",
+            "Requests moved to the next trunk of a group after this trunk failed",
+            failovers.clone(),
+        );
+        registry.register(
+            "sbc_sip_tcp_connections",
+            "Open SIP stream connections (flows)",
+            tcp_connections.clone(),
+        );
+        registry.register(
+            "sbc_sip_tcp_connect_failures",
+            "Outbound SIP stream connections that could not be established",
+            tcp_connect_failures.clone(),
+        );
+        registry.register(
+            "sbc_build_info",
+            "Build information (value is always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        let tx_gauges = TxKind::ALL.map(|k| {
+            transactions
+                .get_or_create(&KindLabel {
+                    kind: k.label().to_string(),
+                })
+                .clone()
+        });
+        let mut by_iface = HashMap::new();
+        for iface in interfaces {
+            let mut req = Vec::new();
+            for m in METHODS.iter().chain(std::iter::once(&"OTHER")) {
+                req.push(
+                    requests
+                        .get_or_create(&IfaceMethod {
+                            interface: iface.clone(),
+                            method: (*m).to_string(),
+                        })
+                        .clone(),
+                );
+            }
+            let resp = CLASSES
+                .iter()
+                .map(|c| {
+                    responses
+                        .get_or_create(&IfaceClass {
+                            interface: iface.clone(),
+                            code_class: (*c).to_string(),
+                        })
+                        .clone()
+                })
+                .collect();
+            let pe = parse_errors
+                .get_or_create(&IfaceLabel {
+                    interface: iface.clone(),
+                })
+                .clone();
+            by_iface.insert(
+                iface.clone(),
+                IfaceCounters {
+                    requests: req,
+                    responses: resp,
+                    parse_errors: pe,
+                },
+            );
+        }
+        Metrics {
+            registry,
+            by_iface,
+            requests,
+            responses,
+            parse_errors,
+            tx_gauges,
+            dropped,
+            failovers,
+            tcp_connections,
+            tcp_connect_failures,
+        }
+    }
+
+    pub fn request(&self, iface: &str, method: &Method) {
+        let idx = METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(METHODS.len());
+        match self.by_iface.get(iface) {
+            Some(c) => {
+                c.requests[idx].inc();
+            }
+            None => {
+                self.requests
+                    .get_or_create(&IfaceMethod {
+                        interface: iface.to_string(),
+                        method: METHODS.get(idx).copied().unwrap_or("OTHER").to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn response(&self, iface: &str, status: u16) {
+        let idx = usize::from((status / 100).clamp(1, 6) - 1);
+        match self.by_iface.get(iface) {
+            Some(c) => {
+                c.responses[idx].inc();
+            }
+            None => {
+                self.responses
+                    .get_or_create(&IfaceClass {
+                        interface: iface.to_string(),
+                        code_class: CLASSES[idx].to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn parse_error(&self, iface: &str) {
+        match self.by_iface.get(iface) {
+            Some(c) => {
+                c.parse_errors.inc();
+            }
+            None => {
+                self.parse_errors
+                    .get_or_create(&IfaceLabel {
+                        interface: iface.to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn transactions(&self, kind: TxKind, delta: i64) {
+        self.tx_gauges[kind as usize].inc_by(delta);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.label().to_string(),
+            })
+            .inc();
+    }
+
+    pub fn failover(&self, trunk: &str) {
+        self.failovers
+            .get_or_create(&TrunkLabel {
+                trunk: trunk.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn tcp_connections(&self, delta: i64) {
+        self.tcp_connections.inc_by(delta);
+    }
+
+    pub fn tcp_connect_failure(&self) {
+        self.tcp_connect_failures.inc();
+    }
+
+    /// Text exposition (OpenMetrics) of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_contains_required_families() {
+        let m = Metrics::new(&["outside".to_string()]);
+        m.request("outside", &Method::Invite);
+        m.request("outside", &Method::Other("FOO".into()));
+        m.response("outside", 486);
+        m.parse_error("outside");
+        m.transactions(TxKind::ServerInvite, 1);
+        let text = m.encode();
+        assert!(
+            text.contains("sbc_sip_requests_total{interface=\"outside\",method=\"INVITE\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sbc_sip_requests_total{interface=\"outside\",method=\"OTHER\"} 1"));
+        assert!(
+            text.contains("sbc_sip_responses_total{interface=\"outside\",code_class=\"4xx\"} 1")
+        );
+        assert!(text.contains("sbc_sip_parse_errors_total{interface=\"outside\"} 1"));
+        assert!(text.contains("sbc_sip_transactions{kind=\"server_invite\"} 1"));
+        assert!(text.contains(&format!(
+            "sbc_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+}

@@ -1,0 +1,1620 @@
+//! Stateful proxy core (RFC 3261 section 16), sans-IO.
+//!
+//! [`Proxy`] owns the transaction state of every request it forwards. The IO layer feeds it
+//! received messages ([`Proxy::handle_message`]), the passage of time
+//! ([`Proxy::handle_timeout`]) and send failures ([`Proxy::handle_transport_error`]); it drains
+//! what must be sent with [`Proxy::poll_transmit`] and sleeps until [`Proxy::next_deadline`].
+//!
+//! What happens to a request (16.3-16.6): validation (syntax, URI scheme, Max-Forwards, loop
+//! detection, Proxy-Require), received/rport on the received Via (RFC 3581), a server
+//! transaction and `100 Trying` for INVITE, Route preprocessing (strict-router fix-up, our own
+//! Route entries consumed), target selection (pre-loaded or in-dialog Route, Request-URI, or
+//! the routing rules' trunk group), Record-Route (two entries with `r2=on` when the request
+//! changes interface or transport), our Via with an RFC 3261 branch, and a client
+//! transaction per attempt. Responses (16.7) are matched to client transactions, 100 is
+//! absorbed, provisionals and 2xx are forwarded at once, non-2xx finals fail over to the next
+//! trunk on 408/5xx/timeout/connection failure and otherwise the best one is forwarded.
+//! CANCEL (16.10) is answered and propagated to every pending branch; ACK for non-2xx is
+//! hop-by-hop, ACK for 2xx is forwarded statelessly along the route set. Responses that match
+//! no transaction and whose top Via is not ours are dropped (S-34).
+
+pub mod addressing;
+pub mod local;
+pub mod routing;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portcullis_config::{Config, InterfacePolicy};
+use portcullis_sip::{HeaderName, Method, SipMessage, SipUri};
+use tracing::{debug, info, warn};
+
+use crate::metrics::{DropReason, Metrics, TxKind};
+use crate::transaction::server::{AckDisposition, RetransmissionDisposition};
+use crate::transaction::{
+    ClientEvent, ClientKey, ClientTransaction, Reliability, ServerEvent, ServerKey,
+    ServerTransaction, TimerConfig, TransactionKind,
+};
+use crate::transport::{Destination, ListenerId, Source, Transmit, TransmitToken, Transport};
+
+use addressing::{uri_destination, via_with_received, ListenerInfo, LocalAddresses};
+use routing::{RouteQuery, Router};
+
+/// Timer C (16.6 step 11): how long an INVITE may stay in Proceeding.
+const TIMER_C: Duration = Duration::from_secs(180);
+/// Our branch prefix after the magic cookie, so our own Vias are recognisable.
+const BRANCH_PREFIX: &str = "z9hG4bKpc";
+
+/// Settings of the proxy core, derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub timers: TimerConfig,
+    pub udp_mtu_threshold: usize,
+    pub server_name: String,
+    pub policies: HashMap<String, InterfacePolicy>,
+}
+
+impl ProxySettings {
+    pub fn from_config(cfg: &Config) -> ProxySettings {
+        ProxySettings {
+            timers: TimerConfig::from_millis(
+                cfg.sip.timers.t1_ms,
+                cfg.sip.timers.t2_ms,
+                cfg.sip.timers.t4_ms,
+            ),
+            udp_mtu_threshold: cfg.sip.udp_mtu_threshold,
+            server_name: cfg.sip.user_agent.clone(),
+            policies: cfg
+                .interfaces
+                .iter()
+                .map(|i| (i.name.clone(), i.policy.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// One place a request can be sent to.
+#[derive(Debug, Clone)]
+struct Hop {
+    destination: Destination,
+    transport: Transport,
+    listener: ListenerId,
+    /// Trunk name, for failover metrics and logs.
+    trunk: Option<String>,
+    /// The transport may be upgraded to a stream for large requests (RFC 3261 18.1.1).
+    may_upgrade: bool,
+    /// This hop is a TCP upgrade of a UDP hop: fall back to UDP on a transport error.
+    upgraded_from: Option<ListenerId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(u64),
+    Client(u64),
+}
+
+/// A best final response candidate: a real response or one we synthesise.
+#[derive(Debug)]
+enum BestResponse {
+    Received(u16, Box<SipMessage>),
+    Local(u16, &'static str),
+}
+
+impl BestResponse {
+    fn status(&self) -> u16 {
+        match self {
+            BestResponse::Received(s, _) | BestResponse::Local(s, _) => *s,
+        }
+    }
+}
+
+struct ServerEntry {
+    key: ServerKey,
+    tx: ServerTransaction,
+    source: Source,
+    response_dest: Destination,
+    /// The request as received (with received/rport); dropped once a final response is sent.
+    request: Option<SipMessage>,
+    last_response: Option<Bytes>,
+    to_tag: String,
+    /// The request prepared for forwarding (without our Via and Record-Route).
+    base: Option<SipMessage>,
+    pending_hops: VecDeque<Hop>,
+    branches: Vec<u64>,
+    best: Option<BestResponse>,
+    cancelled: bool,
+    record_route: bool,
+    ingress: ListenerId,
+    loop_hash: u64,
+}
+
+struct ClientEntry {
+    key: ClientKey,
+    tx: ClientTransaction,
+    server: Option<u64>,
+    is_cancel: bool,
+    /// The request as sent (for ACK and CANCEL); dropped when no longer needed.
+    request: Option<SipMessage>,
+    bytes: Bytes,
+    hop: Hop,
+    ack: Option<Bytes>,
+    provisional: bool,
+    final_seen: bool,
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    timer_c: Option<Instant>,
+    token: TransmitToken,
+}
+
+/// The stateful proxy.
+pub struct Proxy {
+    settings: ProxySettings,
+    local: LocalAddresses,
+    router: Router,
+    metrics: Arc<Metrics>,
+    servers: HashMap<u64, ServerEntry>,
+    server_index: HashMap<ServerKey, u64>,
+    clients: HashMap<u64, ClientEntry>,
+    client_index: HashMap<ClientKey, u64>,
+    tokens: HashMap<TransmitToken, u64>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    next_id: u64,
+    nonce: u64,
+    out: VecDeque<Transmit>,
+}
+
+enum Plan {
+    /// Answer locally with this status.
+    Reply(u16, &'static str),
+    /// Forward to these hops in order.
+    Forward(VecDeque<Hop>),
+}
+
+impl Proxy {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Proxy {
+        let listeners = ListenerInfo::from_config(cfg);
+        Proxy {
+            settings: ProxySettings::from_config(cfg),
+            local: LocalAddresses::new(listeners, cfg.sip.domain_aliases.clone()),
+            router: Router::from_config(cfg),
+            metrics,
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            tokens: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            nonce: rand::random::<u64>() & 0xffff_ffff,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn listeners(&self) -> &[ListenerInfo] {
+        self.local.listeners()
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`Proxy::handle_timeout`] must next be called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Number of live server and client transactions.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    fn iface_name(&self, l: ListenerId) -> &str {
+        self.local
+            .listener(l)
+            .map(|l| l.interface.as_str())
+            .unwrap_or("unknown")
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A received message (one datagram, or one framed message from a stream).
+    pub fn handle_message(&mut self, now: Instant, raw: Bytes, src: Source) {
+        let msg = match SipMessage::parse(raw) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.parse_error(self.iface_name(src.listener));
+                debug!(peer = %src.remote, error = %e, "dropping unparseable SIP message");
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.handle_request(now, msg, src);
+        } else {
+            self.handle_response(now, msg, src);
+        }
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    fn handle_request(&mut self, now: Instant, mut msg: SipMessage, src: Source) {
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        self.metrics.request(self.iface_name(src.listener), &method);
+        // RFC 3261 18.2.1 / RFC 3581: received and rport on the top Via.
+        let new_via = match msg.top_via() {
+            Ok(via) => {
+                let first = msg
+                    .header_values(HeaderName::Via)
+                    .first()
+                    .copied()
+                    .unwrap_or("");
+                via_with_received(first, src.remote, via.host)
+            }
+            Err(e) => {
+                self.metrics.dropped(DropReason::NoVia);
+                debug!(peer = %src.remote, error = %e, "dropping request without usable Via");
+                return;
+            }
+        };
+        if let Some(v) = new_via {
+            msg.replace_first_value(HeaderName::Via, &v);
+        }
+        match method {
+            Method::Ack => self.handle_ack(now, msg, src),
+            Method::Cancel => self.handle_cancel(now, msg, src),
+            _ => {
+                let Some(key) = ServerKey::for_request(&msg, None) else {
+                    self.metrics.parse_error(self.iface_name(src.listener));
+                    return;
+                };
+                if let Some(&id) = self.server_index.get(&key) {
+                    self.retransmitted_request(id);
+                    return;
+                }
+                self.new_request(now, msg, src, key, method);
+            }
+        }
+    }
+
+    fn retransmitted_request(&mut self, id: u64) {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if s.tx.on_request_retransmission() == RetransmissionDisposition::ResendLastResponse {
+            if let Some(resp) = s.last_response.clone() {
+                let t = Transmit {
+                    listener: s.source.listener,
+                    transport: s.source.transport,
+                    destination: s.response_dest.clone(),
+                    conn: s.source.conn,
+                    payload: resp,
+                    token: None,
+                };
+                self.out.push_back(t);
+            }
+        }
+    }
+
+    /// Answers a request statelessly (no transaction): for requests we reject before
+    /// creating one.
+    fn reply_stateless(
+        &mut self,
+        msg: &SipMessage,
+        src: &Source,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let via = msg.top_via().ok();
+        let (port, rport) = via
+            .as_ref()
+            .map(|v| (v.port, v.rport().is_some()))
+            .unwrap_or((None, false));
+        let tag = format!("{:x}", rand::random::<u64>());
+        let payload = local::response(
+            msg,
+            code,
+            Some(reason),
+            Some(&tag),
+            &self.settings.server_name,
+            extra,
+        );
+        self.out.push_back(Transmit {
+            listener: src.listener,
+            transport: src.transport,
+            destination: addressing::response_destination(src, port, rport),
+            conn: src.conn,
+            payload,
+            token: None,
+        });
+    }
+
+    fn new_request(
+        &mut self,
+        now: Instant,
+        mut msg: SipMessage,
+        src: Source,
+        key: ServerKey,
+        method: Method,
+    ) {
+        if let Err(e) = msg.validate_request() {
+            debug!(peer = %src.remote, error = %e, "rejecting invalid request");
+            self.reply_stateless(&msg, &src, 400, "Bad Request", &[]);
+            return;
+        }
+        let ruri_ok = msg
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).ok())
+            .is_some();
+        if !ruri_ok {
+            self.reply_stateless(&msg, &src, 416, "Unsupported URI Scheme", &[]);
+            return;
+        }
+        match msg.max_forwards() {
+            Ok(Some(0)) => {
+                self.reply_stateless(&msg, &src, 483, "Too Many Hops", &[]);
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.reply_stateless(&msg, &src, 400, "Bad Max-Forwards", &[]);
+                return;
+            }
+        }
+        let proxy_require = msg.header_values(HeaderName::ProxyRequire);
+        if !proxy_require.is_empty() {
+            let unsupported = proxy_require.join(", ");
+            self.reply_stateless(
+                &msg,
+                &src,
+                420,
+                "Bad Extension",
+                &[("Unsupported", &unsupported)],
+            );
+            return;
+        }
+        let loop_hash = loop_hash(&msg);
+        if self.is_loop(&msg, loop_hash) {
+            self.reply_stateless(&msg, &src, 482, "Loop Detected", &[]);
+            return;
+        }
+
+        let kind = if method == Method::Invite {
+            TransactionKind::Invite
+        } else {
+            TransactionKind::NonInvite
+        };
+        let reliability = if src.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        let (via_port, via_rport) = msg
+            .top_via()
+            .map(|v| (v.port, v.rport().is_some()))
+            .unwrap_or((None, false));
+        let id = self.next_id();
+        let entry = ServerEntry {
+            key: key.clone(),
+            tx: ServerTransaction::new(kind, reliability, self.settings.timers),
+            source: src,
+            response_dest: addressing::response_destination(&src, via_port, via_rport),
+            request: Some(msg.clone()),
+            last_response: None,
+            to_tag: format!("{:x}", rand::random::<u64>()),
+            base: None,
+            pending_hops: VecDeque::new(),
+            branches: Vec::new(),
+            best: None,
+            cancelled: false,
+            record_route: false,
+            ingress: src.listener,
+            loop_hash,
+        };
+        self.servers.insert(id, entry);
+        self.server_index.insert(key, id);
+        self.metrics.transactions(server_kind(kind), 1);
+        if kind == TransactionKind::Invite {
+            self.respond_local(now, id, 100, "Trying", &[]);
+        }
+
+        // Route preprocessing and target selection.
+        let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        match self.plan(&mut msg, &src, in_dialog, &method) {
+            Plan::Reply(code, reason) => {
+                if code == 200 && method == Method::Options {
+                    self.respond_local(now, id, 200, reason, &[("Allow", ALLOW)]);
+                } else {
+                    self.respond_local(now, id, code, reason, &[]);
+                }
+            }
+            Plan::Forward(hops) => {
+                // 16.6 step 3: Max-Forwards.
+                let mf = msg.max_forwards().ok().flatten().unwrap_or(70);
+                msg.set_header(
+                    HeaderName::MaxForwards,
+                    &mf.saturating_sub(1).min(70).to_string(),
+                );
+                let record_route = !in_dialog
+                    && matches!(
+                        method,
+                        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+                    );
+                if let Some(s) = self.servers.get_mut(&id) {
+                    s.base = Some(msg);
+                    s.pending_hops = hops;
+                    s.record_route = record_route;
+                }
+                self.try_next_hop(now, id);
+            }
+        }
+    }
+
+    /// Loop detection (16.3 step 4): a Via of ours whose branch carries the same loop hash.
+    fn is_loop(&self, msg: &SipMessage, hash: u64) -> bool {
+        let Ok(vias) = msg.vias() else {
+            return false;
+        };
+        let needle = format!("{BRANCH_PREFIX}{hash:016x}");
+        vias.iter().any(|v| {
+            v.branch().is_some_and(|b| b.starts_with(&needle))
+                && self.local.is_own_sent_by(v.host, v.port)
+        })
+    }
+
+    /// Route preprocessing (16.4) and target determination (16.5, 16.6 steps 6-7).
+    fn plan(&self, msg: &mut SipMessage, src: &Source, in_dialog: bool, method: &Method) -> Plan {
+        let ingress = self.local.listener(src.listener).cloned();
+        let ingress_iface = ingress
+            .as_ref()
+            .map(|l| l.interface.clone())
+            .unwrap_or_default();
+        // Strict-router fix-up: the Request-URI is ours (a strict router put our Record-Route
+        // there): the real target is the last Route value.
+        let ruri_is_ours = msg
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).ok())
+            .and_then(|u| self.local.own_listener_for(&u))
+            .is_some();
+        if ruri_is_ours {
+            let routes: Vec<String> = msg
+                .header_values(HeaderName::Route)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if let Some(last) = routes.last() {
+                if let Ok(na) = portcullis_sip::NameAddr::parse(last, "Route") {
+                    let uri = na.uri.to_string();
+                    msg.set_request_uri(&uri);
+                    rewrite_routes(msg, &routes[..routes.len() - 1]);
+                }
+            }
+        }
+        // Consume our own Route entries (both of a double Record-Route).
+        let mut hint: Option<ListenerId> = None;
+        loop {
+            let own = match msg.routes() {
+                Ok(r) => r
+                    .first()
+                    .and_then(|na| na.parse_uri().ok())
+                    .and_then(|u| self.local.own_listener_for(&u)),
+                Err(_) => return Plan::Reply(400, "Bad Route"),
+            };
+            match own {
+                Some(l) => {
+                    hint = Some(l);
+                    msg.pop_first_value(HeaderName::Route);
+                }
+                None => break,
+            }
+        }
+        let egress_for = |transport: Transport, iface: Option<&str>| -> Option<ListenerId> {
+            if let Some(h) = hint.and_then(|h| self.local.listener(h)) {
+                if h.transport == transport {
+                    return Some(h.id);
+                }
+                if let Some(l) = self
+                    .local
+                    .egress_listener(Some(&h.interface), transport, None)
+                {
+                    return Some(l.id);
+                }
+            }
+            self.local
+                .egress_listener(iface.or(Some(ingress_iface.as_str())), transport, None)
+                .or_else(|| self.local.egress_listener(None, transport, None))
+                .map(|l| l.id)
+        };
+
+        // A remaining Route: loose routing to it (or strict-router handling, 16.6 step 7).
+        let top_route = match msg.routes() {
+            Ok(r) => r.first().map(|na| na.uri.to_string()),
+            Err(_) => return Plan::Reply(400, "Bad Route"),
+        };
+        if let Some(route_uri) = top_route {
+            let Ok(uri) = SipUri::parse(&route_uri) else {
+                return Plan::Reply(400, "Bad Route");
+            };
+            let (dest, transport) = uri_destination(&uri);
+            let explicit = uri.transport().is_some();
+            if !uri.is_loose_route() {
+                // Strict next hop: the Request-URI goes to the end of the Route set.
+                let ruri = msg.request_uri().unwrap_or_default().to_string();
+                msg.pop_first_value(HeaderName::Route);
+                let mut routes: Vec<String> = msg
+                    .header_values(HeaderName::Route)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                routes.push(format!("<{ruri}>"));
+                rewrite_routes(msg, &routes);
+                msg.set_request_uri(&route_uri);
+            }
+            let Some(listener) = egress_for(transport, None) else {
+                return Plan::Reply(503, "No Listener For Transport");
+            };
+            return Plan::Forward(VecDeque::from([Hop {
+                destination: dest,
+                transport,
+                listener,
+                trunk: None,
+                may_upgrade: !explicit,
+                upgraded_from: None,
+            }]));
+        }
+
+        let Some(ruri) = msg.request_uri().map(str::to_string) else {
+            return Plan::Reply(400, "Bad Request-URI");
+        };
+        let Ok(uri) = SipUri::parse(&ruri) else {
+            return Plan::Reply(416, "Unsupported URI Scheme");
+        };
+        let uri_is_ours = self.local.own_listener_for(&uri).is_some();
+
+        if !in_dialog {
+            let query = RouteQuery {
+                user: uri.user,
+                domain: uri.host,
+                ingress_interface: &ingress_iface,
+            };
+            if let Some(decision) = self.router.route(query) {
+                let mut hops = VecDeque::new();
+                for t in decision.targets {
+                    let Some(listener) = self
+                        .local
+                        .egress_listener(Some(&t.interface), t.transport, t.listener.as_deref())
+                        .map(|l| l.id)
+                    else {
+                        warn!(trunk = %t.name, "no listener for the trunk's transport on its interface");
+                        continue;
+                    };
+                    let destination = match addressing::parse_host_ip(&t.host) {
+                        Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, t.port)),
+                        None => Destination::Name(t.host.clone(), t.port),
+                    };
+                    hops.push_back(Hop {
+                        destination,
+                        transport: t.transport,
+                        listener,
+                        trunk: Some(t.name.clone()),
+                        may_upgrade: t.transport == Transport::Udp,
+                        upgraded_from: None,
+                    });
+                }
+                if hops.is_empty() {
+                    return Plan::Reply(503, "No Usable Trunk");
+                }
+                return Plan::Forward(hops);
+            }
+            if uri_is_ours {
+                // No location service yet (the registrar comes with a later issue).
+                return if *method == Method::Options {
+                    Plan::Reply(200, "OK")
+                } else {
+                    Plan::Reply(404, "Not Found")
+                };
+            }
+            let allow = self
+                .settings
+                .policies
+                .get(&ingress_iface)
+                .is_some_and(|p| p.allow_request_uri_routing);
+            if !allow {
+                return Plan::Reply(404, "No Route");
+            }
+        } else if uri_is_ours {
+            return Plan::Reply(404, "Not Found");
+        }
+        let (dest, transport) = uri_destination(&uri);
+        let Some(listener) = egress_for(transport, None) else {
+            return Plan::Reply(503, "No Listener For Transport");
+        };
+        Plan::Forward(VecDeque::from([Hop {
+            destination: dest,
+            transport,
+            listener,
+            trunk: None,
+            may_upgrade: uri.transport().is_none(),
+            upgraded_from: None,
+        }]))
+    }
+
+    /// Sends a locally generated response on server transaction `id`.
+    fn respond_local(
+        &mut self,
+        now: Instant,
+        id: u64,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let Some(s) = self.servers.get(&id) else {
+            return;
+        };
+        let Some(req) = s.request.as_ref() else {
+            return;
+        };
+        let payload = local::response(
+            req,
+            code,
+            Some(reason),
+            Some(&s.to_tag),
+            &self.settings.server_name,
+            extra,
+        );
+        self.send_response(now, id, code, payload);
+    }
+
+    /// Sends a response through server transaction `id` if the transaction allows it.
+    fn send_response(&mut self, now: Instant, id: u64, code: u16, payload: Bytes) {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if !s.tx.send_response(now, code) {
+            return;
+        }
+        let is_retransmission_of_2xx =
+            s.last_response.is_some() && (200..300).contains(&code) && !s.tx.is_pending();
+        if !is_retransmission_of_2xx || s.last_response.is_none() {
+            s.last_response = Some(payload.clone());
+        }
+        if code >= 200 {
+            // The request is no longer needed once a final response went out.
+            s.request = None;
+            s.base = None;
+            s.pending_hops.clear();
+        }
+        self.out.push_back(Transmit {
+            listener: s.source.listener,
+            transport: s.source.transport,
+            destination: s.response_dest.clone(),
+            conn: s.source.conn,
+            payload,
+            token: None,
+        });
+        self.schedule(TimerRef::Server(id));
+    }
+
+    /// Sends the request of server `id` to its next hop, or answers with the best response
+    /// when no hop is left.
+    fn try_next_hop(&mut self, now: Instant, id: u64) {
+        loop {
+            let Some(s) = self.servers.get_mut(&id) else {
+                return;
+            };
+            if s.cancelled || !s.tx.is_pending() {
+                s.pending_hops.clear();
+            }
+            let Some(hop) = s.pending_hops.pop_front() else {
+                if s.branches.is_empty() {
+                    self.finalize(now, id);
+                }
+                return;
+            };
+            let Some(base) = s.base.clone() else {
+                return;
+            };
+            let record_route = s.record_route;
+            let ingress = s.ingress;
+            let loop_hash = s.loop_hash;
+            if self.send_branch(now, id, base, hop, record_route, ingress, loop_hash) {
+                return;
+            }
+        }
+    }
+
+    /// Builds and sends one branch. Returns false if it could not be sent at all.
+    #[allow(clippy::too_many_arguments)]
+    fn send_branch(
+        &mut self,
+        now: Instant,
+        server: u64,
+        mut msg: SipMessage,
+        mut hop: Hop,
+        record_route: bool,
+        ingress: ListenerId,
+        loop_hash: u64,
+    ) -> bool {
+        // RFC 3261 18.1.1: large requests go over a congestion-controlled transport.
+        if hop.transport == Transport::Udp
+            && hop.may_upgrade
+            && msg.raw().len() + 200 > self.settings.udp_mtu_threshold
+        {
+            let iface = self
+                .local
+                .listener(hop.listener)
+                .map(|l| l.interface.clone());
+            if let Some(tcp) = self
+                .local
+                .egress_listener(iface.as_deref(), Transport::Tcp, None)
+            {
+                let estimated = msg.to_bytes().len() + 250;
+                if estimated > self.settings.udp_mtu_threshold {
+                    hop.upgraded_from = Some(hop.listener);
+                    hop.listener = tcp.id;
+                    hop.transport = Transport::Tcp;
+                }
+            }
+        }
+        let Some(egress) = self.local.listener(hop.listener).cloned() else {
+            return false;
+        };
+        let Some(ingress_l) = self.local.listener(ingress).cloned() else {
+            return false;
+        };
+        if record_route {
+            let double =
+                ingress_l.interface != egress.interface || ingress_l.transport != egress.transport;
+            if double {
+                msg.insert_before_first(
+                    HeaderName::RecordRoute,
+                    &record_route_value(&ingress_l, true),
+                );
+                msg.insert_before_first(
+                    HeaderName::RecordRoute,
+                    &record_route_value(&egress, true),
+                );
+            } else {
+                msg.insert_before_first(
+                    HeaderName::RecordRoute,
+                    &record_route_value(&egress, false),
+                );
+            }
+        }
+        let id = self.next_id();
+        let branch = format!("{BRANCH_PREFIX}{loop_hash:016x}.{:x}{:x}", self.nonce, id);
+        let via = format!(
+            "SIP/2.0/{} {};branch={}",
+            hop.transport.via_token(),
+            egress.hostport(),
+            branch
+        );
+        msg.prepend_header(HeaderName::Via, &via);
+        let bytes = msg.to_bytes();
+        let method = msg
+            .method()
+            .cloned()
+            .unwrap_or(Method::Other(String::new()));
+        let kind = if method == Method::Invite {
+            TransactionKind::Invite
+        } else {
+            TransactionKind::NonInvite
+        };
+        let reliability = if hop.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        let key = ClientKey { branch, method };
+        let token = TransmitToken(id);
+        debug!(to = %hop.destination, transport = %hop.transport, trunk = ?hop.trunk, "forwarding request");
+        self.out.push_back(Transmit {
+            listener: hop.listener,
+            transport: hop.transport,
+            destination: hop.destination.clone(),
+            conn: None,
+            payload: bytes.clone(),
+            token: Some(token),
+        });
+        let entry = ClientEntry {
+            key: key.clone(),
+            tx: ClientTransaction::new(kind, reliability, self.settings.timers, now),
+            server: Some(server),
+            is_cancel: false,
+            request: Some(msg),
+            bytes,
+            hop,
+            ack: None,
+            provisional: false,
+            final_seen: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            timer_c: None,
+            token,
+        };
+        self.clients.insert(id, entry);
+        self.client_index.insert(key, id);
+        self.tokens.insert(token, id);
+        self.metrics.transactions(client_kind(kind), 1);
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.branches.push(id);
+        }
+        self.schedule(TimerRef::Client(id));
+        true
+    }
+
+    /// Answers with the best final response once every branch is done (16.7 step 6).
+    fn finalize(&mut self, now: Instant, id: u64) {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if !s.tx.is_pending() {
+            return;
+        }
+        let cancelled = s.cancelled;
+        let best = s.best.take();
+        match best {
+            Some(BestResponse::Received(code, resp)) => {
+                if code == 503 {
+                    // 16.7 step 6: a selected 503 is converted to 500.
+                    self.respond_local(now, id, 500, "Server Internal Error", &[]);
+                } else {
+                    let payload = resp.to_bytes();
+                    self.send_response(now, id, code, payload);
+                }
+            }
+            Some(BestResponse::Local(code, reason)) => {
+                if cancelled {
+                    self.respond_local(now, id, 487, "Request Terminated", &[]);
+                } else {
+                    self.respond_local(now, id, code, reason, &[]);
+                }
+            }
+            None => {
+                if cancelled {
+                    self.respond_local(now, id, 487, "Request Terminated", &[]);
+                } else {
+                    self.respond_local(now, id, 503, "Service Unavailable", &[]);
+                }
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, mut msg: SipMessage, src: Source) {
+        if let Some(key) = ServerKey::for_request(&msg, None) {
+            if let Some(&id) = self.server_index.get(&key) {
+                if let Some(s) = self.servers.get_mut(&id) {
+                    let disposition = s.tx.on_ack(now);
+                    self.schedule(TimerRef::Server(id));
+                    if disposition == AckDisposition::Absorb {
+                        return;
+                    }
+                }
+            }
+        }
+        // An ACK for a 2xx: forwarded statelessly along the route set (16.11).
+        match msg.max_forwards() {
+            Ok(Some(0)) | Err(_) => return,
+            _ => {}
+        }
+        let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        let Plan::Forward(mut hops) = self.plan(&mut msg, &src, in_dialog, &Method::Ack) else {
+            return;
+        };
+        let Some(hop) = hops.pop_front() else {
+            return;
+        };
+        let mf = msg.max_forwards().ok().flatten().unwrap_or(70);
+        msg.set_header(
+            HeaderName::MaxForwards,
+            &mf.saturating_sub(1).min(70).to_string(),
+        );
+        let Some(egress) = self.local.listener(hop.listener).cloned() else {
+            return;
+        };
+        // Deterministic branch so that ACK retransmissions look the same (16.11).
+        let incoming = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let branch = format!(
+            "{BRANCH_PREFIX}{:016x}.a",
+            fnv1a(&[incoming.as_bytes(), &self.nonce.to_be_bytes()])
+        );
+        let via = format!(
+            "SIP/2.0/{} {};branch={}",
+            hop.transport.via_token(),
+            egress.hostport(),
+            branch
+        );
+        msg.prepend_header(HeaderName::Via, &via);
+        self.out.push_back(Transmit {
+            listener: hop.listener,
+            transport: hop.transport,
+            destination: hop.destination,
+            conn: None,
+            payload: msg.to_bytes(),
+            token: None,
+        });
+    }
+
+    fn handle_cancel(&mut self, now: Instant, msg: SipMessage, src: Source) {
+        let Some(key) = ServerKey::for_request(&msg, None) else {
+            return;
+        };
+        if let Some(&id) = self.server_index.get(&key) {
+            self.retransmitted_request(id);
+            return;
+        }
+        let invite = ServerKey::for_request(&msg, Some(Method::Invite))
+            .and_then(|k| self.server_index.get(&k).copied());
+        let Some(invite_id) = invite else {
+            self.reply_stateless(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        // A server transaction for the CANCEL itself absorbs its retransmissions.
+        let reliability = if src.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        let (via_port, via_rport) = msg
+            .top_via()
+            .map(|v| (v.port, v.rport().is_some()))
+            .unwrap_or((None, false));
+        let id = self.next_id();
+        let to_tag = self
+            .servers
+            .get(&invite_id)
+            .map(|s| s.to_tag.clone())
+            .unwrap_or_default();
+        self.servers.insert(
+            id,
+            ServerEntry {
+                key: key.clone(),
+                tx: ServerTransaction::new(
+                    TransactionKind::NonInvite,
+                    reliability,
+                    self.settings.timers,
+                ),
+                source: src,
+                response_dest: addressing::response_destination(&src, via_port, via_rport),
+                request: Some(msg),
+                last_response: None,
+                to_tag,
+                base: None,
+                pending_hops: VecDeque::new(),
+                branches: Vec::new(),
+                best: None,
+                cancelled: false,
+                record_route: false,
+                ingress: src.listener,
+                loop_hash: 0,
+            },
+        );
+        self.server_index.insert(key, id);
+        self.metrics.transactions(TxKind::ServerNonInvite, 1);
+        self.respond_local(now, id, 200, "OK", &[]);
+
+        let Some(inv) = self.servers.get_mut(&invite_id) else {
+            return;
+        };
+        if !inv.tx.is_pending() {
+            return;
+        }
+        inv.cancelled = true;
+        inv.pending_hops.clear();
+        let branches = inv.branches.clone();
+        for b in branches {
+            self.cancel_branch(now, b);
+        }
+        if self
+            .servers
+            .get(&invite_id)
+            .is_some_and(|s| s.branches.is_empty())
+        {
+            self.finalize(now, invite_id);
+        }
+    }
+
+    /// Cancels one INVITE branch (16.10): at once if it had a provisional response, otherwise
+    /// as soon as one arrives (9.1).
+    fn cancel_branch(&mut self, now: Instant, cid: u64) {
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        if c.final_seen || c.cancel_sent || c.is_cancel {
+            return;
+        }
+        if c.provisional {
+            self.send_cancel(now, cid);
+        } else {
+            c.cancel_wanted = true;
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, cid: u64) {
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        let Some(req) = c.request.as_ref() else {
+            return;
+        };
+        let Some(bytes) = local::cancel_for(req, &self.settings.server_name) else {
+            return;
+        };
+        c.cancel_sent = true;
+        let hop = c.hop.clone();
+        let key = ClientKey {
+            branch: c.key.branch.clone(),
+            method: Method::Cancel,
+        };
+        let server = c.server;
+        let id = self.next_id();
+        let token = TransmitToken(id);
+        self.out.push_back(Transmit {
+            listener: hop.listener,
+            transport: hop.transport,
+            destination: hop.destination.clone(),
+            conn: None,
+            payload: bytes.clone(),
+            token: Some(token),
+        });
+        let reliability = if hop.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        self.clients.insert(
+            id,
+            ClientEntry {
+                key: key.clone(),
+                tx: ClientTransaction::new(
+                    TransactionKind::NonInvite,
+                    reliability,
+                    self.settings.timers,
+                    now,
+                ),
+                server,
+                is_cancel: true,
+                request: None,
+                bytes,
+                hop,
+                ack: None,
+                provisional: false,
+                final_seen: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                timer_c: None,
+                token,
+            },
+        );
+        self.client_index.insert(key, id);
+        self.tokens.insert(token, id);
+        self.metrics.transactions(TxKind::ClientNonInvite, 1);
+        self.schedule(TimerRef::Client(id));
+    }
+
+    // --------------------------------------------------------------- responses
+
+    fn handle_response(&mut self, now: Instant, mut msg: SipMessage, src: Source) {
+        let Some(status) = msg.status() else {
+            return;
+        };
+        self.metrics.response(self.iface_name(src.listener), status);
+        let ours = match msg.top_via() {
+            Ok(v) => {
+                self.local.is_own_sent_by(v.host, v.port)
+                    && v.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+            }
+            Err(_) => false,
+        };
+        if !ours {
+            self.metrics.dropped(DropReason::StrayResponse);
+            debug!(peer = %src.remote, status, "dropping response whose top Via is not ours");
+            return;
+        }
+        let cid = ClientKey::for_response(&msg).and_then(|k| self.client_index.get(&k).copied());
+        let Some(cid) = cid else {
+            // 16.7: a 2xx to INVITE whose transaction is gone is still forwarded statelessly.
+            let is_invite = msg
+                .cseq()
+                .map(|c| c.method == Method::Invite)
+                .unwrap_or(false);
+            if (200..300).contains(&status) && is_invite {
+                self.forward_stateless_response(msg);
+            } else {
+                self.metrics.dropped(DropReason::StrayResponse);
+            }
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        let disposition = c.tx.on_response(now, status);
+        if disposition.send_ack {
+            if c.ack.is_none() {
+                c.ack = c
+                    .request
+                    .as_ref()
+                    .and_then(|req| local::ack_for_non_2xx(req, &msg));
+            }
+            if let Some(ack) = c.ack.clone() {
+                self.out.push_back(Transmit {
+                    listener: c.hop.listener,
+                    transport: c.hop.transport,
+                    destination: c.hop.destination.clone(),
+                    conn: None,
+                    payload: ack,
+                    token: None,
+                });
+            }
+        }
+        self.schedule(TimerRef::Client(cid));
+        if !disposition.pass_to_tu {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        if c.is_cancel {
+            return;
+        }
+        let server = c.server;
+        if status < 200 {
+            c.provisional = true;
+            if c.tx.kind() == TransactionKind::Invite {
+                c.timer_c = Some(now + TIMER_C);
+                self.schedule(TimerRef::Client(cid));
+            }
+            let c = match self.clients.get_mut(&cid) {
+                Some(c) => c,
+                None => return,
+            };
+            if c.cancel_wanted && !c.cancel_sent {
+                self.send_cancel(now, cid);
+            }
+            if status == 100 {
+                return;
+            }
+            if let Some(sid) = server {
+                self.forward_response(now, sid, msg, status);
+            }
+            return;
+        }
+        c.final_seen = true;
+        c.timer_c = None;
+        if (200..300).contains(&status) {
+            c.request = None;
+            if let Some(sid) = server {
+                self.branch_done(sid, cid);
+                // A 2xx ends the search: cancel other branches, stop failover.
+                if let Some(s) = self.servers.get_mut(&sid) {
+                    s.pending_hops.clear();
+                    let others: Vec<u64> = s.branches.clone();
+                    for b in others {
+                        self.cancel_branch(now, b);
+                    }
+                }
+                self.forward_response(now, sid, msg, status);
+            }
+            return;
+        }
+        // Non-2xx final.
+        let trunk = c.hop.trunk.clone();
+        c.request = None;
+        let Some(sid) = server else {
+            return;
+        };
+        self.branch_done(sid, cid);
+        msg.pop_first_value(HeaderName::Via);
+        if msg.header(HeaderName::Via).is_none() {
+            return;
+        }
+        let failover = status == 408 || (500..600).contains(&status);
+        self.record_best(sid, BestResponse::Received(status, Box::new(msg)));
+        if status >= 600 {
+            if let Some(s) = self.servers.get_mut(&sid) {
+                s.pending_hops.clear();
+                let others: Vec<u64> = s.branches.clone();
+                for b in others {
+                    self.cancel_branch(now, b);
+                }
+            }
+        }
+        self.after_branch_failure(now, sid, failover, trunk.as_deref());
+    }
+
+    fn branch_done(&mut self, sid: u64, cid: u64) {
+        if let Some(s) = self.servers.get_mut(&sid) {
+            s.branches.retain(|b| *b != cid);
+        }
+    }
+
+    /// After a branch failed: fail over to the next hop if allowed, else answer when no
+    /// branch is left.
+    fn after_branch_failure(
+        &mut self,
+        now: Instant,
+        sid: u64,
+        failover: bool,
+        trunk: Option<&str>,
+    ) {
+        let Some(s) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        if failover && !s.pending_hops.is_empty() && !s.cancelled && s.tx.is_pending() {
+            if let Some(t) = trunk {
+                self.metrics.failover(t);
+                info!(
+                    trunk = t,
+                    "trunk failed, trying the next member of the group"
+                );
+            }
+            self.try_next_hop(now, sid);
+            return;
+        }
+        s.pending_hops.clear();
+        if s.branches.is_empty() {
+            self.finalize(now, sid);
+        }
+    }
+
+    /// Keeps the best final response (16.7 step 6): 6xx wins, otherwise the lowest class; a
+    /// received response beats one we synthesised in the same class.
+    fn record_best(&mut self, sid: u64, candidate: BestResponse) {
+        let Some(s) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        let better = match &s.best {
+            None => true,
+            Some(cur) => {
+                let (c, n) = (cur.status(), candidate.status());
+                if c >= 600 {
+                    false
+                } else if n >= 600 {
+                    true
+                } else if n / 100 != c / 100 {
+                    n / 100 < c / 100
+                } else {
+                    matches!(cur, BestResponse::Local(..))
+                        && matches!(candidate, BestResponse::Received(..))
+                }
+            }
+        };
+        if better {
+            s.best = Some(candidate);
+        }
+    }
+
+    /// Forwards a provisional or 2xx response upstream (16.7 steps 8-9).
+    fn forward_response(&mut self, now: Instant, sid: u64, mut msg: SipMessage, status: u16) {
+        msg.pop_first_value(HeaderName::Via);
+        if msg.header(HeaderName::Via).is_none() {
+            return;
+        }
+        let payload = msg.to_bytes();
+        self.send_response(now, sid, status, payload);
+    }
+
+    /// A response with no transaction (2xx retransmission after the transaction ended):
+    /// popped and sent to the next Via.
+    fn forward_stateless_response(&mut self, mut msg: SipMessage) {
+        msg.pop_first_value(HeaderName::Via);
+        let Ok(via) = msg.top_via() else {
+            return;
+        };
+        let Some(transport) = Transport::parse(via.transport) else {
+            return;
+        };
+        let host = via.received().unwrap_or(via.host);
+        let port = match via.rport() {
+            Some(Some(p)) => p,
+            _ => via.port.unwrap_or(transport.default_port()),
+        };
+        let destination = match addressing::parse_host_ip(host) {
+            Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, port)),
+            None => Destination::Name(host.to_string(), port),
+        };
+        let Some(listener) = self
+            .local
+            .egress_listener(None, transport, None)
+            .map(|l| l.id)
+        else {
+            return;
+        };
+        self.out.push_back(Transmit {
+            listener,
+            transport,
+            destination,
+            conn: None,
+            payload: msg.to_bytes(),
+            token: None,
+        });
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    fn schedule(&mut self, r: TimerRef) {
+        let deadline = match r {
+            TimerRef::Server(id) => self.servers.get(&id).and_then(|s| s.tx.next_deadline()),
+            TimerRef::Client(id) => {
+                self.clients
+                    .get(&id)
+                    .and_then(|c| match (c.tx.next_deadline(), c.timer_c) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    })
+            }
+        };
+        if let Some(d) = deadline {
+            self.timers.push(Reverse((d, r)));
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, r))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match r {
+                TimerRef::Server(id) => self.server_timer(now, id),
+                TimerRef::Client(id) => self.client_timer(now, id),
+            }
+        }
+    }
+
+    fn server_timer(&mut self, now: Instant, id: u64) {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if s.tx.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        for ev in s.tx.on_timer(now) {
+            match ev {
+                ServerEvent::Retransmit => {
+                    if let Some(resp) = s.last_response.clone() {
+                        self.out.push_back(Transmit {
+                            listener: s.source.listener,
+                            transport: s.source.transport,
+                            destination: s.response_dest.clone(),
+                            conn: s.source.conn,
+                            payload: resp,
+                            token: None,
+                        });
+                    }
+                }
+                ServerEvent::Timeout => {
+                    debug!(peer = %s.source.remote, "no ACK for a non-2xx final response (timer H)");
+                }
+                ServerEvent::Terminated => {}
+            }
+        }
+        if s.tx.is_terminated() {
+            self.remove_server(id);
+        } else {
+            self.schedule(TimerRef::Server(id));
+        }
+    }
+
+    fn remove_server(&mut self, id: u64) {
+        if let Some(s) = self.servers.remove(&id) {
+            self.server_index.remove(&s.key);
+            self.metrics.transactions(server_kind(s.tx.kind()), -1);
+        }
+    }
+
+    fn remove_client(&mut self, id: u64) {
+        if let Some(c) = self.clients.remove(&id) {
+            self.client_index.remove(&c.key);
+            self.tokens.remove(&c.token);
+            self.metrics.transactions(client_kind(c.tx.kind()), -1);
+        }
+    }
+
+    fn client_timer(&mut self, now: Instant, id: u64) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.timer_c.is_some_and(|t| t <= now) {
+            // Timer C (16.6 step 11): CANCEL a branch that rang too long.
+            c.timer_c = None;
+            let provisional = c.provisional;
+            let server = c.server;
+            if provisional {
+                self.send_cancel(now, id);
+            } else if let Some(sid) = server {
+                self.client_failed(now, id, sid, 408);
+                return;
+            }
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if c.tx.next_deadline().is_some_and(|d| d <= now) {
+            for ev in c.tx.on_timer(now) {
+                match ev {
+                    ClientEvent::Retransmit => {
+                        self.out.push_back(Transmit {
+                            listener: c.hop.listener,
+                            transport: c.hop.transport,
+                            destination: c.hop.destination.clone(),
+                            conn: None,
+                            payload: c.bytes.clone(),
+                            token: Some(c.token),
+                        });
+                    }
+                    ClientEvent::SendAck => {}
+                    ClientEvent::Timeout => {
+                        if !c.is_cancel && !c.final_seen {
+                            if let Some(sid) = c.server {
+                                self.client_failed(now, id, sid, 408);
+                                return;
+                            }
+                        }
+                    }
+                    ClientEvent::Terminated => {}
+                }
+            }
+        }
+        let terminated = self.clients.get(&id).is_some_and(|c| c.tx.is_terminated());
+        if terminated {
+            self.remove_client(id);
+        } else {
+            self.schedule(TimerRef::Client(id));
+        }
+    }
+
+    /// A branch ended without a response (timeout, transport failure): synthesise `code`
+    /// (408 for timeouts, 503 for transport errors) and fail over.
+    fn client_failed(&mut self, now: Instant, cid: u64, sid: u64, code: u16) {
+        let Some(mut c) = self.clients.remove(&cid) else {
+            return;
+        };
+        self.client_index.remove(&c.key);
+        self.tokens.remove(&c.token);
+        self.metrics.transactions(client_kind(c.tx.kind()), -1);
+        c.tx.terminate();
+        self.branch_done(sid, cid);
+        // RFC 3261 18.1.1: a TCP upgrade that failed is retried over UDP.
+        if code == 503 {
+            if let Some(udp_listener) = c.hop.upgraded_from {
+                if let Some(s) = self.servers.get_mut(&sid) {
+                    if s.tx.is_pending() && !s.cancelled {
+                        let mut hop = c.hop.clone();
+                        hop.listener = udp_listener;
+                        hop.transport = Transport::Udp;
+                        hop.may_upgrade = false;
+                        hop.upgraded_from = None;
+                        s.pending_hops.push_front(hop);
+                        self.try_next_hop(now, sid);
+                        return;
+                    }
+                }
+            }
+        }
+        let reason = if code == 408 {
+            "Request Timeout"
+        } else {
+            "Service Unavailable"
+        };
+        self.record_best(sid, BestResponse::Local(code, reason));
+        self.after_branch_failure(now, sid, true, c.hop.trunk.as_deref());
+    }
+
+    /// The IO layer could not send a message that carried `token`.
+    pub fn handle_transport_error(&mut self, now: Instant, token: TransmitToken) {
+        let Some(&cid) = self.tokens.get(&token) else {
+            return;
+        };
+        let Some(c) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        warn!(to = %c.hop.destination, transport = %c.hop.transport, "could not send request");
+        let _ = c.tx.on_transport_error();
+        if c.is_cancel || c.final_seen {
+            self.remove_client(cid);
+            return;
+        }
+        match c.server {
+            Some(sid) => self.client_failed(now, cid, sid, 503),
+            None => self.remove_client(cid),
+        }
+    }
+}
+
+/// Methods in our Allow header.
+const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
+
+fn server_kind(k: TransactionKind) -> TxKind {
+    match k {
+        TransactionKind::Invite => TxKind::ServerInvite,
+        TransactionKind::NonInvite => TxKind::ServerNonInvite,
+    }
+}
+
+fn client_kind(k: TransactionKind) -> TxKind {
+    match k {
+        TransactionKind::Invite => TxKind::ClientInvite,
+        TransactionKind::NonInvite => TxKind::ClientNonInvite,
+    }
+}
+
+/// Record-Route value for a listener (`r2=on` for the double Record-Route of RFC 5658).
+fn record_route_value(l: &ListenerInfo, r2: bool) -> String {
+    let mut v = format!("<sip:{}", l.hostport());
+    if l.transport != Transport::Udp {
+        v.push_str(";transport=");
+        v.push_str(l.transport.param());
+    }
+    if r2 {
+        v.push_str(";r2=on");
+    }
+    v.push_str(";lr>");
+    v
+}
+
+/// Replaces every Route header with `routes` (one line each, in order).
+fn rewrite_routes(msg: &mut SipMessage, routes: &[String]) {
+    msg.remove_headers(HeaderName::Route);
+    for r in routes.iter().rev() {
+        msg.insert_before_first(HeaderName::Route, r);
+    }
+}
+
+/// Hash of the fields that decide routing (16.6 step 8), for loop detection.
+fn loop_hash(msg: &SipMessage) -> u64 {
+    let from_tag = msg
+        .from()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_string))
+        .unwrap_or_default();
+    let to_tag = msg
+        .to()
+        .ok()
+        .and_then(|f| f.tag().map(str::to_string))
+        .unwrap_or_default();
+    let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+    let routes = msg.header_values(HeaderName::Route).join(",");
+    fnv1a(&[
+        msg.request_uri().unwrap_or("").as_bytes(),
+        from_tag.as_bytes(),
+        to_tag.as_bytes(),
+        msg.call_id().unwrap_or("").as_bytes(),
+        &cseq.to_be_bytes(),
+        routes.as_bytes(),
+        msg.header_values(HeaderName::ProxyRequire)
+            .join(",")
+            .as_bytes(),
+    ])
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests;

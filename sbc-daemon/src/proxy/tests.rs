@@ -1,0 +1,641 @@
+//! Sans-IO tests of the proxy core: messages in, transmits out, time injected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portcullis_sip::{HeaderName, SipMessage};
+
+use super::Proxy;
+use crate::metrics::Metrics;
+use crate::transport::{Destination, ListenerId, Source, Transmit, Transport};
+
+const CONFIG: &str = r#"
+sip:
+  timers: { t1_ms: 100, t2_ms: 400, t4_ms: 500 }
+interfaces:
+  - name: outside
+    listeners:
+      - { name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }
+      - { name: out-tcp, proto: tcp, address: 192.0.2.1, port: 5060 }
+  - name: inside
+    listeners:
+      - { name: in-udp, proto: udp, address: 198.51.100.1, port: 5060, advertised_address: core-sbc.example, advertised_port: 5080 }
+      - { name: in-tcp, proto: tcp, address: 198.51.100.1, port: 5060 }
+trunks:
+  - { name: core-a, host: 198.51.100.3, port: 5060, transport: udp, group: core, interface: inside, priority: 1 }
+  - { name: core-b, host: 198.51.100.2, port: 5060, transport: udp, group: core, interface: inside, priority: 2 }
+  - { name: tcp-a, host: 198.51.100.2, port: 5060, transport: tcp, group: tcpcore, interface: inside }
+routes:
+  - { name: tcp, match: { user_prefix: "tcp" }, group: tcpcore }
+  - { name: all, match: { interface: outside }, group: core, selection: priority }
+"#;
+
+const UAC: &str = "192.0.2.2:5060";
+
+fn proxy() -> Proxy {
+    let cfg = match portcullis_config::load_str(CONFIG, "test.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    )
+}
+
+fn from_uac() -> Source {
+    Source {
+        listener: ListenerId(0),
+        transport: Transport::Udp,
+        remote: UAC.parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn from_core(addr: &str) -> Source {
+    Source {
+        listener: ListenerId(2),
+        transport: Transport::Udp,
+        remote: addr.parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn invite(user: &str, branch: &str) -> Bytes {
+    let body = "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    Bytes::from(format!(
+        "INVITE sip:{user}@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.2:5060;branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:{user}@example.com>\r\n\
+         Call-ID: call-{branch}@192.0.2.2\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@192.0.2.2:5060>\r\n\
+         X-Custom: keep me\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+fn drain(p: &mut Proxy) -> Vec<Transmit> {
+    let mut v = vec![];
+    while let Some(t) = p.poll_transmit() {
+        v.push(t);
+    }
+    v
+}
+
+fn parse(t: &Transmit) -> SipMessage {
+    SipMessage::parse(t.payload.clone()).expect("proxy emitted an unparseable message")
+}
+
+/// Builds a response to a forwarded request as a UAS would (copies Via, From, To, Call-ID,
+/// CSeq, Record-Route).
+fn respond(req: &SipMessage, code: u16, to_tag: &str) -> Bytes {
+    let mut s = format!("SIP/2.0 {code} Whatever\r\n");
+    for v in req.header_values(HeaderName::Via) {
+        s.push_str(&format!("Via: {v}\r\n"));
+    }
+    for v in req.header_values(HeaderName::RecordRoute) {
+        s.push_str(&format!("Record-Route: {v}\r\n"));
+    }
+    s.push_str(&format!(
+        "From: {}\r\n",
+        req.header(HeaderName::From).unwrap()
+    ));
+    let to = req.header(HeaderName::To).unwrap();
+    if code > 100 && !to.contains("tag=") {
+        s.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+    } else {
+        s.push_str(&format!("To: {to}\r\n"));
+    }
+    s.push_str(&format!("Call-ID: {}\r\n", req.call_id().unwrap()));
+    s.push_str(&format!(
+        "CSeq: {}\r\n",
+        req.header(HeaderName::CSeq).unwrap()
+    ));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    Bytes::from(s)
+}
+
+fn status_of(t: &Transmit) -> Option<u16> {
+    parse(t).status()
+}
+
+#[test]
+fn invite_is_forwarded_with_via_record_route_and_max_forwards() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc1"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 2, "100 Trying and the forwarded INVITE");
+    assert_eq!(status_of(&out[0]), Some(100));
+    assert_eq!(out[0].destination, Destination::Addr(UAC.parse().unwrap()));
+    let fwd = parse(&out[1]);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.3:5060".parse().unwrap())
+    );
+    assert_eq!(out[1].listener, ListenerId(2));
+    let vias = fwd.header_values(HeaderName::Via);
+    assert_eq!(vias.len(), 2);
+    assert!(
+        vias[0].starts_with("SIP/2.0/UDP core-sbc.example:5080;branch=z9hG4bK"),
+        "{}",
+        vias[0]
+    );
+    assert_eq!(
+        vias[1],
+        "SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKc1;received=192.0.2.2;rport=5060"
+    );
+    assert_eq!(fwd.max_forwards().unwrap(), Some(69));
+    // Crossing from outside to inside: double Record-Route, inside entry on top.
+    assert_eq!(
+        fwd.header_values(HeaderName::RecordRoute),
+        vec![
+            "<sip:core-sbc.example:5080;r2=on;lr>",
+            "<sip:192.0.2.1:5060;r2=on;lr>"
+        ]
+    );
+    assert_eq!(fwd.header_by_name("X-Custom"), Some("keep me"));
+    assert_eq!(fwd.body(), parse_body(&invite("bob", "z9hG4bKc1")));
+}
+
+fn parse_body(b: &Bytes) -> Vec<u8> {
+    SipMessage::parse(b.clone()).unwrap().body().to_vec()
+}
+
+#[test]
+fn full_call_flow_with_2xx_ack_and_bye_routed_by_route_set() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc2"), from_uac());
+    let out = drain(&mut p);
+    let fwd = parse(&out[1]);
+    p.handle_message(now, respond(&fwd, 100, "u"), from_core("198.51.100.3:5060"));
+    assert!(drain(&mut p).is_empty(), "100 is not forwarded");
+    p.handle_message(
+        now,
+        respond(&fwd, 180, "u1"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0]), Some(180));
+    let ringing = parse(&out[0]);
+    assert_eq!(
+        ringing.header_values(HeaderName::Via).len(),
+        1,
+        "our Via removed"
+    );
+    p.handle_message(
+        now,
+        respond(&fwd, 200, "u1"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(status_of(&out[0]), Some(200));
+    assert_eq!(out[0].destination, Destination::Addr(UAC.parse().unwrap()));
+    // The UAC sends ACK and BYE along the reversed Record-Route set.
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        Bytes::from(format!(
+            "{method} sip:bob@198.51.100.3:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.2:5060;branch={branch}\r\n\
+             Route: <sip:192.0.2.1:5060;r2=on;lr>\r\n\
+             Route: <sip:core-sbc.example:5080;r2=on;lr>\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@example.com>;tag=a1\r\n\
+             To: <sip:bob@example.com>;tag=u1\r\n\
+             Call-ID: call-z9hG4bKc2@192.0.2.2\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    };
+    p.handle_message(now, in_dialog("ACK", 1, "z9hG4bKack"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1, "2xx ACK forwarded statelessly");
+    let ack = parse(&out[0]);
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr("198.51.100.3:5060".parse().unwrap())
+    );
+    assert_eq!(out[0].listener, ListenerId(2));
+    assert!(
+        ack.header(HeaderName::Route).is_none(),
+        "our two Route entries were consumed"
+    );
+    p.handle_message(now, in_dialog("BYE", 2, "z9hG4bKbye"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let bye = parse(&out[0]);
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
+    assert!(
+        bye.header(HeaderName::RecordRoute).is_none(),
+        "no Record-Route on in-dialog requests"
+    );
+    p.handle_message(
+        now,
+        respond(&bye, 200, "u1"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(status_of(&out[0]), Some(200));
+}
+
+#[test]
+fn non_2xx_is_acked_hop_by_hop_and_uac_ack_absorbed() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc3"), from_uac());
+    let fwd = parse(&drain(&mut p)[1]);
+    p.handle_message(
+        now,
+        respond(&fwd, 486, "u3"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 2);
+    let ack = parse(&out[0]);
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(
+        ack.top_via().unwrap().branch(),
+        fwd.top_via().unwrap().branch(),
+        "same branch as the INVITE"
+    );
+    assert!(ack.header(HeaderName::To).unwrap().contains("tag=u3"));
+    assert_eq!(status_of(&out[1]), Some(486));
+    // A retransmitted 486 is ACKed again and not forwarded.
+    p.handle_message(
+        now,
+        respond(&fwd, 486, "u3"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(parse(&out[0]).method().map(|m| m.as_str()), Some("ACK"));
+    // The UAC's ACK matches the server transaction and goes no further.
+    let ack = Bytes::from(
+        "ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKc3;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=u3\r\n\
+         Call-ID: call-z9hG4bKc3@192.0.2.2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(now, ack, from_uac());
+    assert!(drain(&mut p).is_empty());
+}
+
+#[test]
+fn failover_on_503_and_on_timeout_then_best_response() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc4"), from_uac());
+    let out = drain(&mut p);
+    let first = parse(&out[1]);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.3:5060".parse().unwrap())
+    );
+    p.handle_message(
+        now,
+        respond(&first, 503, "x"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    // ACK to the 503 and the INVITE to the second trunk.
+    assert_eq!(parse(&out[0]).method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.2:5060".parse().unwrap())
+    );
+    let second = parse(&out[1]);
+    assert_ne!(
+        second.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    assert_eq!(second.header_values(HeaderName::RecordRoute).len(), 2);
+    p.handle_message(
+        now,
+        respond(&second, 200, "ok"),
+        from_core("198.51.100.2:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(status_of(&out[0]), Some(200));
+
+    // Timeout: nobody answers; timer B (64*T1 = 6.4 s) moves to the next trunk.
+    let mut p = proxy();
+    p.handle_message(now, invite("bob", "z9hG4bKc5"), from_uac());
+    let out = drain(&mut p);
+    let first = parse(&out[1]);
+    let mut t = now;
+    let mut retrans = 0;
+    let mut second = None;
+    while t < now + Duration::from_secs(8) {
+        t += Duration::from_millis(50);
+        p.handle_timeout(t);
+        for tx in drain(&mut p) {
+            let m = parse(&tx);
+            if m.top_via().unwrap().branch() == first.top_via().unwrap().branch() {
+                retrans += 1;
+            } else {
+                second = Some((tx.destination.clone(), t - now));
+            }
+        }
+        if second.is_some() {
+            break;
+        }
+    }
+    assert_eq!(retrans, 6, "timer A retransmissions before timer B");
+    let (dest, after) = second.expect("failover after timer B");
+    assert_eq!(
+        dest,
+        Destination::Addr("198.51.100.2:5060".parse().unwrap())
+    );
+    assert!(
+        after >= Duration::from_millis(6400) && after < Duration::from_millis(6500),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn all_trunks_failing_gives_500_for_503_and_408_for_timeouts() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc6"), from_uac());
+    let fwd = parse(&drain(&mut p)[1]);
+    p.handle_message(now, respond(&fwd, 503, "x"), from_core("198.51.100.3:5060"));
+    let fwd2 = parse(&drain(&mut p)[1]);
+    p.handle_message(
+        now,
+        respond(&fwd2, 503, "y"),
+        from_core("198.51.100.2:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(
+        status_of(out.last().unwrap()),
+        Some(500),
+        "a selected 503 becomes 500 (16.7)"
+    );
+
+    let mut p = proxy();
+    p.handle_message(now, invite("bob", "z9hG4bKc7"), from_uac());
+    drain(&mut p);
+    let mut final_status = None;
+    let mut t = now;
+    while t < now + Duration::from_secs(15) && final_status.is_none() {
+        t += Duration::from_millis(100);
+        p.handle_timeout(t);
+        for tx in drain(&mut p) {
+            if tx.destination == Destination::Addr(UAC.parse().unwrap()) {
+                final_status = status_of(&tx);
+            }
+        }
+    }
+    assert_eq!(final_status, Some(408));
+}
+
+#[test]
+fn cancel_is_answered_and_propagated_then_487_relayed() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc8"), from_uac());
+    let fwd = parse(&drain(&mut p)[1]);
+    p.handle_message(
+        now,
+        respond(&fwd, 180, "u8"),
+        from_core("198.51.100.3:5060"),
+    );
+    drain(&mut p);
+    let cancel = Bytes::from(
+        "CANCEL sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKc8;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: call-z9hG4bKc8@192.0.2.2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(now, cancel.clone(), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 2);
+    assert_eq!(status_of(&out[0]), Some(200));
+    let c = parse(&out[1]);
+    assert_eq!(c.method().map(|m| m.as_str()), Some("CANCEL"));
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        fwd.top_via().unwrap().branch()
+    );
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.3:5060".parse().unwrap())
+    );
+    // A retransmitted CANCEL gets the same 200 again and nothing more.
+    p.handle_message(now, cancel, from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0]), Some(200));
+    p.handle_message(now, respond(&c, 200, "u8"), from_core("198.51.100.3:5060"));
+    assert!(drain(&mut p).is_empty(), "the 200 to our CANCEL stops here");
+    p.handle_message(
+        now,
+        respond(&fwd, 487, "u8"),
+        from_core("198.51.100.3:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(parse(&out[0]).method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(status_of(&out[1]), Some(487));
+}
+
+#[test]
+fn cancel_without_transaction_gets_481() {
+    let mut p = proxy();
+    let cancel = Bytes::from(
+        "CANCEL sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKnone\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: x@y\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(Instant::now(), cancel, from_uac());
+    let out = drain(&mut p);
+    assert_eq!(status_of(&out[0]), Some(481));
+}
+
+#[test]
+fn invite_retransmission_is_absorbed_and_100_resent() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKc9"), from_uac());
+    assert_eq!(drain(&mut p).len(), 2);
+    p.handle_message(now, invite("bob", "z9hG4bKc9"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0]), Some(100));
+}
+
+#[test]
+fn stray_responses_are_dropped() {
+    let mut p = proxy();
+    let stray = Bytes::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bKother\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: s@t\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(Instant::now(), stray, from_core("198.51.100.3:5060"));
+    assert!(drain(&mut p).is_empty());
+    let ours_unknown = Bytes::from(
+        "SIP/2.0 486 Busy\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKpc0000.1\r\n\
+         Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKx\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: s@t\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(Instant::now(), ours_unknown, from_core("198.51.100.3:5060"));
+    assert!(drain(&mut p).is_empty());
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_loops_get_482() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let mf0 = String::from_utf8(invite("bob", "z9hG4bKmf").to_vec())
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    p.handle_message(now, Bytes::from(mf0), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0]), Some(483));
+
+    // The forwarded INVITE comes back to us unchanged (a loop through the core).
+    p.handle_message(now, invite("bob", "z9hG4bKlp"), from_uac());
+    let fwd = drain(&mut p).remove(1);
+    let mut looped = parse(&fwd);
+    looped.prepend_header(
+        HeaderName::Via,
+        "SIP/2.0/UDP 198.51.100.3:5060;branch=z9hG4bKcore1",
+    );
+    p.handle_message(now, looped.to_bytes(), from_core("198.51.100.3:5060"));
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status_of(&out[0]), Some(482));
+}
+
+#[test]
+fn requests_to_us_without_route_and_options_ping() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let opts = Bytes::from(
+        "OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3:5060;branch=z9hG4bKopt\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:ping@core>;tag=1\r\nTo: <sip:192.0.2.1>\r\nCall-ID: o@p\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(now, opts, from_core("198.51.100.3:5060"));
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let resp = parse(&out[0]);
+    assert_eq!(resp.status(), Some(200));
+    assert!(resp.header(HeaderName::Allow).is_some());
+    assert!(
+        resp.to().unwrap().tag().is_some(),
+        "local final responses carry a To tag"
+    );
+}
+
+#[test]
+fn udp_to_tcp_crossing_uses_tcp_listener_and_transport_in_record_route() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("tcpbob", "z9hG4bKt1"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out[1].transport, Transport::Tcp);
+    assert_eq!(out[1].listener, ListenerId(3));
+    let fwd = parse(&out[1]);
+    assert!(fwd.top_via().unwrap().transport.eq_ignore_ascii_case("TCP"));
+    assert_eq!(
+        fwd.header_values(HeaderName::RecordRoute),
+        vec![
+            "<sip:198.51.100.1:5060;transport=tcp;r2=on;lr>",
+            "<sip:192.0.2.1:5060;r2=on;lr>"
+        ]
+    );
+    // Over TCP there are no retransmissions; a connection failure fails the call over.
+    let tok = out[1].token.unwrap();
+    p.handle_transport_error(now, tok);
+    let out = drain(&mut p);
+    assert_eq!(status_of(out.last().unwrap()), Some(503));
+}
+
+#[test]
+fn large_udp_request_is_sent_over_tcp_and_falls_back_to_udp() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let big = String::from_utf8(invite("bob", "z9hG4bKbig").to_vec())
+        .unwrap()
+        .replace(
+            "X-Custom: keep me\r\n",
+            &format!("X-Custom: {}\r\n", "x".repeat(1400)),
+        );
+    p.handle_message(now, Bytes::from(big), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].transport,
+        Transport::Tcp,
+        "RFC 3261 18.1.1: > 1300 bytes goes over TCP"
+    );
+    assert!(parse(&out[1])
+        .top_via()
+        .unwrap()
+        .transport
+        .eq_ignore_ascii_case("TCP"));
+    p.handle_transport_error(now, out[1].token.unwrap());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].transport,
+        Transport::Udp,
+        "falls back to UDP on connection failure"
+    );
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr("198.51.100.3:5060".parse().unwrap())
+    );
+}
+
+#[test]
+fn strict_router_request_uri_is_fixed_up() {
+    let mut p = proxy();
+    let now = Instant::now();
+    // A strict router put our Record-Route URI in the Request-URI and the real target last.
+    let req = Bytes::from(
+        "BYE sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKsr\r\n\
+         Route: <sip:198.51.100.2:5060;transport=udp>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=b\r\n\
+         Call-ID: sr@x\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(now, req, from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let fwd = parse(&out[0]);
+    assert_eq!(
+        fwd.request_uri(),
+        Some("sip:198.51.100.2:5060;transport=udp")
+    );
+    assert!(fwd.header(HeaderName::Route).is_none());
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr("198.51.100.2:5060".parse().unwrap())
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let samples: [&[u8]; 6] = [
+        b"",
+        b"\r\n\r\n",
+        b"INVITE sip:x SIP/2.0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nVia: garbage\r\n\r\n",
+        b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKa\r\nContent-Length: 5\r\n\r\nab",
+        b"\x00\xff\xfe SIP/2.0",
+    ];
+    for s in samples {
+        p.handle_message(now, Bytes::copy_from_slice(s), from_uac());
+        let _ = drain(&mut p);
+    }
+    let src: SocketAddr = UAC.parse().unwrap();
+    assert_eq!(src.port(), 5060);
+}

@@ -1,0 +1,327 @@
+//! The daemon's IO layer: binds listeners, runs the receive loops, drives the sans-IO proxy
+//! core with received messages and time, and carries out its transmits (UDP sends, stream
+//! connections, name resolution).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use portcullis_config::Config;
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::admin;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::transport::flows::{FlowTable, Outgoing};
+use crate::transport::{
+    tcp, udp, Destination, ListenerId, Source, Transmit, TransmitToken, Transport,
+};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot bind {proto} listener {name} on {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {name}: transport {proto} is not implemented yet")]
+    Unsupported { name: String, proto: &'static str },
+    #[error("cannot bind the metrics listener on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// IO settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct IoSettings {
+    pub max_message_size: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// State shared by every IO task.
+pub struct Shared {
+    proxy: Mutex<Proxy>,
+    wake: Notify,
+    udp: Vec<Option<Arc<UdpSocket>>>,
+    pub flows: FlowTable,
+    pub metrics: Arc<Metrics>,
+    pub io: IoSettings,
+    interfaces: Vec<String>,
+    local_ips: Vec<std::net::IpAddr>,
+}
+
+impl Shared {
+    fn proxy(&self) -> MutexGuard<'_, Proxy> {
+        // The proxy core never panics on input; a poisoned lock would only follow a bug, and
+        // carrying on with the state is better than stopping all signalling.
+        self.proxy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn interface_of(&self, l: ListenerId) -> String {
+        self.interfaces.get(l.0).cloned().unwrap_or_default()
+    }
+
+    /// Feeds one received message to the proxy and sends what it produces.
+    pub fn deliver(self: &Arc<Self>, raw: Bytes, src: Source) {
+        let now = Instant::now();
+        let (out, wake) = {
+            let mut p = self.proxy();
+            let before = p.next_deadline();
+            p.handle_message(now, raw, src);
+            let out = drain(&mut p);
+            (out, deadline_moved_earlier(before, p.next_deadline()))
+        };
+        self.dispatch(out);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Reports that a message carrying `token` could not be sent.
+    pub fn transport_error(self: &Arc<Self>, token: TransmitToken) {
+        let now = Instant::now();
+        let (out, wake) = {
+            let mut p = self.proxy();
+            let before = p.next_deadline();
+            p.handle_transport_error(now, token);
+            let out = drain(&mut p);
+            (out, deadline_moved_earlier(before, p.next_deadline()))
+        };
+        self.dispatch(out);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    fn dispatch(self: &Arc<Self>, out: Vec<Transmit>) {
+        for t in out {
+            match t.destination.clone() {
+                Destination::Addr(addr) => self.send_to(t, addr),
+                Destination::Name(host, port) => {
+                    let shared = self.clone();
+                    tokio::spawn(async move {
+                        match tokio::net::lookup_host((host.as_str(), port)).await {
+                            Ok(mut addrs) => match addrs.next() {
+                                Some(addr) => shared.send_to(t, addr),
+                                None => shared.send_failed(&t),
+                            },
+                            Err(e) => {
+                                warn!(host, error = %e, "cannot resolve next hop");
+                                shared.send_failed(&t);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn send_failed(self: &Arc<Self>, t: &Transmit) {
+        if let Some(tok) = t.token {
+            self.transport_error(tok);
+        }
+    }
+
+    fn send_to(self: &Arc<Self>, t: Transmit, addr: SocketAddr) {
+        match t.transport {
+            Transport::Udp => {
+                let Some(sock) = self.udp.get(t.listener.0).cloned().flatten() else {
+                    self.send_failed(&t);
+                    return;
+                };
+                match sock.try_send_to(&t.payload, addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let shared = self.clone();
+                        tokio::spawn(async move {
+                            if sock.send_to(&t.payload, addr).await.is_err() {
+                                shared.send_failed(&t);
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        debug!(%addr, error = %e, "UDP send failed");
+                        self.send_failed(&t);
+                    }
+                }
+            }
+            Transport::Tcp => {
+                // The connection the message belongs to, an open one to the peer, or a new one.
+                let flow = t
+                    .conn
+                    .and_then(|c| self.flows.get(c))
+                    .or_else(|| self.flows.find_peer(Transport::Tcp, addr));
+                let out = Outgoing {
+                    payload: t.payload.clone(),
+                    token: t.token,
+                };
+                match flow {
+                    Some(f) => {
+                        if let Err(e) = f.tx.send(out) {
+                            self.flows.remove(f.id);
+                            if let Some(tok) = e.0.token {
+                                self.transport_error(tok);
+                            }
+                        }
+                    }
+                    None => {
+                        let (handle, rx) = self.flows.register(t.listener, Transport::Tcp, addr);
+                        let _ = handle.tx.send(out);
+                        let local_ip = self
+                            .local_ips
+                            .get(t.listener.0)
+                            .copied()
+                            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                        tcp::connect(self.clone(), handle, rx, local_ip);
+                    }
+                }
+            }
+            Transport::Tls | Transport::Ws | Transport::Wss => {
+                debug!(transport = %t.transport, "transport not implemented yet");
+                self.send_failed(&t);
+            }
+        }
+    }
+
+    /// Runs the proxy's timers forever.
+    async fn timer_loop(self: Arc<Self>) {
+        loop {
+            let deadline = self.proxy().next_deadline();
+            match deadline {
+                Some(d) => {
+                    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(d));
+                    tokio::select! {
+                        _ = sleep => {}
+                        _ = self.wake.notified() => continue,
+                    }
+                }
+                None => {
+                    self.wake.notified().await;
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            let out = {
+                let mut p = self.proxy();
+                p.handle_timeout(now);
+                drain(&mut p)
+            };
+            self.dispatch(out);
+        }
+    }
+}
+
+fn drain(p: &mut Proxy) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    while let Some(t) = p.poll_transmit() {
+        out.push(t);
+    }
+    out
+}
+
+fn deadline_moved_earlier(before: Option<Instant>, after: Option<Instant>) -> bool {
+    match (before, after) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(b), Some(a)) => a < b,
+    }
+}
+
+/// Binds every listener and the metrics endpoint, then runs until `shutdown` completes.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let interfaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&interfaces));
+    let proxy = Proxy::new(&cfg, metrics.clone());
+    let listeners = proxy.listeners().to_vec();
+
+    let mut udp_sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
+    for l in &listeners {
+        match l.transport {
+            Transport::Udp => {
+                let s = udp::bind(l.local).map_err(|source| StartError::Bind {
+                    proto: "udp",
+                    name: l.name.clone(),
+                    addr: l.local,
+                    source,
+                })?;
+                udp_sockets.push(Some(Arc::new(s)));
+            }
+            Transport::Tcp => {
+                let s = tcp::bind(l.local).map_err(|source| StartError::Bind {
+                    proto: "tcp",
+                    name: l.name.clone(),
+                    addr: l.local,
+                    source,
+                })?;
+                tcp_listeners.push((l.id, s));
+                udp_sockets.push(None);
+            }
+            Transport::Tls | Transport::Ws | Transport::Wss => {
+                return Err(StartError::Unsupported {
+                    name: l.name.clone(),
+                    proto: l.transport.param(),
+                });
+            }
+        }
+        info!(listener = %l.name, interface = %l.interface, transport = %l.transport, address = %l.local, advertised = %l.hostport(), "listening");
+    }
+
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
+        .await
+        .map_err(|source| StartError::Metrics {
+            addr: cfg.metrics.listen,
+            source,
+        })?;
+    info!(address = %cfg.metrics.listen, "metrics and health endpoint listening");
+
+    let shared = Arc::new(Shared {
+        proxy: Mutex::new(proxy),
+        wake: Notify::new(),
+        udp: udp_sockets.clone(),
+        flows: FlowTable::default(),
+        metrics: metrics.clone(),
+        io: IoSettings {
+            max_message_size: cfg.sip.max_message_size,
+            idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
+            connect_timeout: Duration::from_millis(cfg.sip.tcp_connect_timeout_ms.max(1)),
+        },
+        interfaces: listeners.iter().map(|l| l.interface.clone()).collect(),
+        local_ips: listeners.iter().map(|l| l.local.ip()).collect(),
+    });
+
+    let mut tasks = Vec::new();
+    for (i, s) in udp_sockets.into_iter().enumerate() {
+        if let Some(sock) = s {
+            tasks.push(tokio::spawn(udp::receive_loop(
+                shared.clone(),
+                ListenerId(i),
+                sock,
+            )));
+        }
+    }
+    for (id, l) in tcp_listeners {
+        tasks.push(tokio::spawn(tcp::accept_loop(shared.clone(), id, l)));
+    }
+    tasks.push(tokio::spawn(shared.clone().timer_loop()));
+    tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));
+
+    shutdown.await;
+    info!("shutting down");
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
