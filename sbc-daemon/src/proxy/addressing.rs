@@ -247,15 +247,17 @@ fn split_params(s: &str) -> Vec<&str> {
     out
 }
 
-/// Where a response to a request received from `src` goes (RFC 3261 18.2.2, RFC 3581 4):
-/// over the same connection for streams; for UDP to the source address and, with rport, the
-/// source port, otherwise the Via sent-by port.
+/// Where a response to a request received from `src` goes (RFC 3261 18.2.2, RFC 3581 4).
+/// For streams the response goes over the connection the request came on (the transmit
+/// carries it); the destination returned here is only used if that connection has closed:
+/// the source address with the Via sent-by port. For UDP: the source address and, with
+/// rport, the source port, otherwise the Via sent-by port.
 pub fn response_destination(
     src: &Source,
     via_port: Option<u16>,
     via_has_rport: bool,
 ) -> Destination {
-    if src.transport.is_reliable() || via_has_rport {
+    if via_has_rport && !src.transport.is_reliable() {
         return Destination::Addr(src.remote);
     }
     let port = via_port.unwrap_or(src.transport.default_port());
@@ -320,6 +322,16 @@ mod tests {
         assert_eq!(
             response_destination(&src, None, false),
             Destination::Addr("192.0.2.9:5060".parse().unwrap())
+        );
+        // Streams: the connection is used first; if it closed, a new connection goes to the
+        // sent-by port, not to the client's ephemeral source port.
+        let tcp = Source {
+            transport: Transport::Tcp,
+            ..src
+        };
+        assert_eq!(
+            response_destination(&tcp, Some(5062), true),
+            Destination::Addr("192.0.2.9:5062".parse().unwrap())
         );
     }
 }
