@@ -15,6 +15,7 @@ pub mod admin;
 pub mod cli;
 pub mod metrics;
 pub mod proxy;
+pub mod registrar;
 pub mod server;
 pub mod transaction;
 pub mod transport;

@@ -133,6 +133,8 @@ pub struct Metrics {
     failovers: Family<TrunkLabel, Counter>,
     tcp_connections: Gauge,
     tcp_connect_failures: Counter,
+    registrar_bindings: Gauge,
+    dead_flows: Counter,
 }
 
 impl Metrics {
@@ -148,6 +150,18 @@ impl Metrics {
         let build_info = Family::<BuildInfo, Gauge>::default();
         let tcp_connections = Gauge::default();
         let tcp_connect_failures = Counter::default();
+        let registrar_bindings = Gauge::default();
+        let dead_flows = Counter::default();
+        registry.register(
+            "sbc_registrar_bindings",
+            "Contacts registered with the standalone registrar",
+            registrar_bindings.clone(),
+        );
+        registry.register(
+            "sbc_flow_dead",
+            "Requests to a registered client that failed because its flow was gone",
+            dead_flows.clone(),
+        );
         registry.register(
             "sbc_sip_requests",
             "SIP requests received, by interface and method",
@@ -254,6 +268,8 @@ impl Metrics {
             failovers,
             tcp_connections,
             tcp_connect_failures,
+            registrar_bindings,
+            dead_flows,
         }
     }
 
@@ -331,6 +347,15 @@ impl Metrics {
 
     pub fn tcp_connections(&self, delta: i64) {
         self.tcp_connections.inc_by(delta);
+    }
+
+    pub fn registrar_bindings(&self, n: usize) {
+        self.registrar_bindings
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn dead_flow(&self) {
+        self.dead_flows.inc();
     }
 
     pub fn tcp_connect_failure(&self) {

@@ -102,6 +102,12 @@ impl Shared {
         }
     }
 
+    /// A stream connection closed.
+    pub fn flow_closed(self: &Arc<Self>, conn: crate::transport::ConnId) {
+        self.flows.remove(conn);
+        self.proxy().handle_flow_closed(conn);
+    }
+
     fn dispatch(self: &Arc<Self>, out: Vec<Transmit>) {
         for t in out {
             match t.destination.clone() {
@@ -156,10 +162,13 @@ impl Shared {
             }
             Transport::Tcp => {
                 // The connection the message belongs to, an open one to the peer, or a new one.
-                let flow = t
-                    .conn
-                    .and_then(|c| self.flows.get(c))
-                    .or_else(|| self.flows.find_peer(Transport::Tcp, addr));
+                let flow = t.conn.and_then(|c| self.flows.get(c));
+                if flow.is_none() && t.flow_bound {
+                    // A registered client's connection is gone: it cannot be reopened (S-02).
+                    self.send_failed(&t);
+                    return;
+                }
+                let flow = flow.or_else(|| self.flows.find_peer(Transport::Tcp, addr));
                 let out = Outgoing {
                     payload: t.payload.clone(),
                     token: t.token,

@@ -33,12 +33,15 @@ use portcullis_sip::{HeaderName, Method, SipMessage, SipUri};
 use tracing::{debug, info, warn};
 
 use crate::metrics::{DropReason, Metrics, TxKind};
+use crate::registrar::{Registrar, RegistrarSettings};
 use crate::transaction::server::{AckDisposition, RetransmissionDisposition};
 use crate::transaction::{
     ClientEvent, ClientKey, ClientTransaction, Reliability, ServerEvent, ServerKey,
     ServerTransaction, TimerConfig, TransactionKind,
 };
-use crate::transport::{Destination, ListenerId, Source, Transmit, TransmitToken, Transport};
+use crate::transport::{
+    ConnId, Destination, ListenerId, Source, Transmit, TransmitToken, Transport,
+};
 
 use addressing::{uri_destination, via_with_received, ListenerInfo, LocalAddresses};
 use routing::{RouteQuery, Router};
@@ -88,13 +91,59 @@ struct Hop {
     may_upgrade: bool,
     /// This hop is a TCP upgrade of a UDP hop: fall back to UDP on a transport error.
     upgraded_from: Option<ListenerId>,
+    /// Request-URI for this branch (a registered contact), when it differs from the request's.
+    request_uri: Option<String>,
+    /// A registered client's flow: send over this connection only.
+    flow: Option<FlowTarget>,
+}
+
+/// The flow of a registered binding a branch is delivered over.
+#[derive(Debug, Clone)]
+struct FlowTarget {
+    conn: Option<ConnId>,
+    aor: String,
+    contact: String,
+}
+
+impl Hop {
+    /// A transmit of `payload` to this hop (over the registered flow, if any).
+    fn transmit(&self, payload: Bytes, token: Option<TransmitToken>) -> Transmit {
+        let conn = self.flow.as_ref().and_then(|f| f.conn);
+        Transmit {
+            listener: self.listener,
+            transport: self.transport,
+            destination: self.destination.clone(),
+            conn,
+            payload,
+            token,
+            flow_bound: conn.is_some(),
+        }
+    }
+
+    fn to(destination: Destination, transport: Transport, listener: ListenerId) -> Hop {
+        Hop {
+            destination,
+            transport,
+            listener,
+            trunk: None,
+            may_upgrade: false,
+            upgraded_from: None,
+            request_uri: None,
+            flow: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Server(u64),
     Client(u64),
+    /// Periodic clean-up (expired registrations).
+    Housekeeping,
 }
+
+/// How often expired registrations are purged.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
 
 /// A best final response candidate: a real response or one we synthesise.
 #[derive(Debug)]
@@ -129,6 +178,8 @@ struct ServerEntry {
     record_route: bool,
     ingress: ListenerId,
     loop_hash: u64,
+    /// Send every hop at once (forking to all registered contacts) instead of one by one.
+    parallel: bool,
 }
 
 struct ClientEntry {
@@ -164,13 +215,26 @@ pub struct Proxy {
     next_id: u64,
     nonce: u64,
     out: VecDeque<Transmit>,
+    registrar: Registrar,
+    housekeeping: bool,
 }
 
 enum Plan {
     /// Answer locally with this status.
     Reply(u16, &'static str),
-    /// Forward to these hops in order.
-    Forward(VecDeque<Hop>),
+    /// A REGISTER for the local registrar.
+    Register(String),
+    /// Forward to these hops: in order (failover), or all at once when `parallel`.
+    Forward { hops: VecDeque<Hop>, parallel: bool },
+}
+
+impl Plan {
+    fn one(hop: Hop) -> Plan {
+        Plan::Forward {
+            hops: VecDeque::from([hop]),
+            parallel: false,
+        }
+    }
 }
 
 impl Proxy {
@@ -190,6 +254,26 @@ impl Proxy {
             next_id: 1,
             nonce: rand::random::<u64>() & 0xffff_ffff,
             out: VecDeque::new(),
+            registrar: Registrar::new(RegistrarSettings::default(), None),
+            housekeeping: false,
+        }
+    }
+
+    /// Replaces the registrar (settings and authentication from the configuration).
+    pub fn set_registrar(&mut self, registrar: Registrar) {
+        self.registrar = registrar;
+    }
+
+    /// A stream connection closed: registrations bound to it are gone (S-02).
+    pub fn handle_flow_closed(&mut self, conn: ConnId) {
+        let n = self.registrar.flow_closed(conn);
+        if n > 0 {
+            debug!(
+                conn = conn.0,
+                bindings = n,
+                "flow closed, registrations removed"
+            );
+            self.metrics.registrar_bindings(self.registrar.bindings());
         }
     }
 
@@ -227,6 +311,11 @@ impl Proxy {
 
     /// A received message (one datagram, or one framed message from a stream).
     pub fn handle_message(&mut self, now: Instant, raw: Bytes, src: Source) {
+        if !self.housekeeping {
+            self.housekeeping = true;
+            self.timers
+                .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+        }
         let msg = match SipMessage::parse(raw) {
             Ok(m) => m,
             Err(e) => {
@@ -298,6 +387,7 @@ impl Proxy {
                     conn: s.source.conn,
                     payload: resp,
                     token: None,
+                    flow_bound: false,
                 };
                 self.out.push_back(t);
             }
@@ -335,6 +425,7 @@ impl Proxy {
             conn: src.conn,
             payload,
             token: None,
+            flow_bound: false,
         });
     }
 
@@ -419,6 +510,7 @@ impl Proxy {
             record_route: false,
             ingress: src.listener,
             loop_hash,
+            parallel: false,
         };
         self.servers.insert(id, entry);
         self.server_index.insert(key, id);
@@ -429,7 +521,7 @@ impl Proxy {
 
         // Route preprocessing and target selection.
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
-        match self.plan(&mut msg, &src, in_dialog, &method) {
+        match self.plan(now, &mut msg, &src, in_dialog, &method) {
             Plan::Reply(code, reason) => {
                 if code == 200 && method == Method::Options {
                     self.respond_local(now, id, 200, reason, &[("Allow", ALLOW)]);
@@ -437,7 +529,24 @@ impl Proxy {
                     self.respond_local(now, id, code, reason, &[]);
                 }
             }
-            Plan::Forward(hops) => {
+            Plan::Register(aor) => {
+                let Some(req) = self.servers.get(&id).and_then(|s| s.request.clone()) else {
+                    return;
+                };
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let reply = self.registrar.register(now, unix, &req, &aor, src);
+                self.metrics.registrar_bindings(self.registrar.bindings());
+                let extra: Vec<(&str, &str)> = reply
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .collect();
+                self.respond_local(now, id, reply.code, reply.reason, &extra);
+            }
+            Plan::Forward { hops, parallel } => {
                 // 16.6 step 3: Max-Forwards.
                 let mf = msg.max_forwards().ok().flatten().unwrap_or(70);
                 msg.set_header(
@@ -453,6 +562,7 @@ impl Proxy {
                     s.base = Some(msg);
                     s.pending_hops = hops;
                     s.record_route = record_route;
+                    s.parallel = parallel;
                 }
                 self.try_next_hop(now, id);
             }
@@ -472,7 +582,14 @@ impl Proxy {
     }
 
     /// Route preprocessing (16.4) and target determination (16.5, 16.6 steps 6-7).
-    fn plan(&self, msg: &mut SipMessage, src: &Source, in_dialog: bool, method: &Method) -> Plan {
+    fn plan(
+        &self,
+        now: Instant,
+        msg: &mut SipMessage,
+        src: &Source,
+        in_dialog: bool,
+        method: &Method,
+    ) -> Plan {
         let ingress = self.local.listener(src.listener).cloned();
         let ingress_iface = ingress
             .as_ref()
@@ -562,14 +679,9 @@ impl Proxy {
             let Some(listener) = egress_for(transport, None) else {
                 return Plan::Reply(503, "No Listener For Transport");
             };
-            return Plan::Forward(VecDeque::from([Hop {
-                destination: dest,
-                transport,
-                listener,
-                trunk: None,
-                may_upgrade: !explicit,
-                upgraded_from: None,
-            }]));
+            let mut hop = Hop::to(dest, transport, listener);
+            hop.may_upgrade = !explicit;
+            return Plan::one(hop);
         }
 
         let Some(ruri) = msg.request_uri().map(str::to_string) else {
@@ -580,6 +692,11 @@ impl Proxy {
         };
         let uri_is_ours = self.local.own_listener_for(&uri).is_some();
 
+        if !in_dialog && uri_is_ours {
+            if let Some(plan) = self.plan_local_domain(now, msg, &uri, method) {
+                return plan;
+            }
+        }
         if !in_dialog {
             let query = RouteQuery {
                 user: uri.user,
@@ -601,22 +718,20 @@ impl Proxy {
                         Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, t.port)),
                         None => Destination::Name(t.host.clone(), t.port),
                     };
-                    hops.push_back(Hop {
-                        destination,
-                        transport: t.transport,
-                        listener,
-                        trunk: Some(t.name.clone()),
-                        may_upgrade: t.transport == Transport::Udp,
-                        upgraded_from: None,
-                    });
+                    let mut hop = Hop::to(destination, t.transport, listener);
+                    hop.trunk = Some(t.name.clone());
+                    hop.may_upgrade = t.transport == Transport::Udp;
+                    hops.push_back(hop);
                 }
                 if hops.is_empty() {
                     return Plan::Reply(503, "No Usable Trunk");
                 }
-                return Plan::Forward(hops);
+                return Plan::Forward {
+                    hops,
+                    parallel: false,
+                };
             }
             if uri_is_ours {
-                // No location service yet (the registrar comes with a later issue).
                 return if *method == Method::Options {
                     Plan::Reply(200, "OK")
                 } else {
@@ -638,14 +753,58 @@ impl Proxy {
         let Some(listener) = egress_for(transport, None) else {
             return Plan::Reply(503, "No Listener For Transport");
         };
-        Plan::Forward(VecDeque::from([Hop {
-            destination: dest,
-            transport,
-            listener,
-            trunk: None,
-            may_upgrade: uri.transport().is_none(),
-            upgraded_from: None,
-        }]))
+        let mut hop = Hop::to(dest, transport, listener);
+        hop.may_upgrade = uri.transport().is_none();
+        Plan::one(hop)
+    }
+
+    /// Requests for our own domain that are not in-dialog: REGISTER goes to the local
+    /// registrar, anything else to the contacts registered for the Request-URI's user (all
+    /// at once, each over the flow it registered from).
+    ///
+    /// The standalone registrar serves one domain: the AOR key is the user part (of the To
+    /// URI for REGISTER, of the Request-URI otherwise).
+    fn plan_local_domain(
+        &self,
+        now: Instant,
+        msg: &SipMessage,
+        uri: &SipUri<'_>,
+        method: &Method,
+    ) -> Option<Plan> {
+        if *method == Method::Register {
+            let to = msg.to().ok()?;
+            let to_uri = to.parse_uri().ok()?;
+            if to_uri.user.is_none() {
+                return Some(Plan::Reply(400, "Bad To: no user"));
+            }
+            return Some(Plan::Register(aor_key(to_uri.user)));
+        }
+        let aor = aor_key(uri.user);
+        let bindings = self.registrar.lookup(now, &aor);
+        if bindings.is_empty() {
+            return None;
+        }
+        let hops = bindings
+            .into_iter()
+            .map(|b| {
+                let mut hop = Hop::to(
+                    Destination::Addr(b.flow.remote),
+                    b.flow.transport,
+                    b.flow.listener,
+                );
+                hop.request_uri = Some(b.uri.clone());
+                hop.flow = Some(FlowTarget {
+                    conn: b.flow.conn,
+                    aor: aor.clone(),
+                    contact: b.uri,
+                });
+                hop
+            })
+            .collect();
+        Some(Plan::Forward {
+            hops,
+            parallel: true,
+        })
     }
 
     /// Sends a locally generated response on server transaction `id`.
@@ -700,6 +859,7 @@ impl Proxy {
             conn: s.source.conn,
             payload,
             token: None,
+            flow_bound: false,
         });
         self.schedule(TimerRef::Server(id));
     }
@@ -726,7 +886,9 @@ impl Proxy {
             let record_route = s.record_route;
             let ingress = s.ingress;
             let loop_hash = s.loop_hash;
-            if self.send_branch(now, id, base, hop, record_route, ingress, loop_hash) {
+            let parallel = s.parallel;
+            let sent = self.send_branch(now, id, base, hop, record_route, ingress, loop_hash);
+            if sent && !parallel {
                 return;
             }
         }
@@ -764,6 +926,9 @@ impl Proxy {
                     hop.transport = Transport::Tcp;
                 }
             }
+        }
+        if let Some(ruri) = &hop.request_uri {
+            msg.set_request_uri(ruri);
         }
         let Some(egress) = self.local.listener(hop.listener).cloned() else {
             return false;
@@ -817,14 +982,7 @@ impl Proxy {
         let key = ClientKey { branch, method };
         let token = TransmitToken(id);
         debug!(to = %hop.destination, transport = %hop.transport, trunk = ?hop.trunk, "forwarding request");
-        self.out.push_back(Transmit {
-            listener: hop.listener,
-            transport: hop.transport,
-            destination: hop.destination.clone(),
-            conn: None,
-            payload: bytes.clone(),
-            token: Some(token),
-        });
+        self.out.push_back(hop.transmit(bytes.clone(), Some(token)));
         let entry = ClientEntry {
             key: key.clone(),
             tx: ClientTransaction::new(kind, reliability, self.settings.timers, now),
@@ -907,7 +1065,9 @@ impl Proxy {
             _ => {}
         }
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
-        let Plan::Forward(mut hops) = self.plan(&mut msg, &src, in_dialog, &Method::Ack) else {
+        let Plan::Forward { mut hops, .. } =
+            self.plan(now, &mut msg, &src, in_dialog, &Method::Ack)
+        else {
             return;
         };
         let Some(hop) = hops.pop_front() else {
@@ -945,6 +1105,7 @@ impl Proxy {
             conn: None,
             payload: msg.to_bytes(),
             token: None,
+            flow_bound: false,
         });
     }
 
@@ -1000,6 +1161,7 @@ impl Proxy {
                 record_route: false,
                 ingress: src.listener,
                 loop_hash: 0,
+                parallel: false,
             },
         );
         self.server_index.insert(key, id);
@@ -1062,14 +1224,7 @@ impl Proxy {
         let server = c.server;
         let id = self.next_id();
         let token = TransmitToken(id);
-        self.out.push_back(Transmit {
-            listener: hop.listener,
-            transport: hop.transport,
-            destination: hop.destination.clone(),
-            conn: None,
-            payload: bytes.clone(),
-            token: Some(token),
-        });
+        self.out.push_back(hop.transmit(bytes.clone(), Some(token)));
         let reliability = if hop.transport.is_reliable() {
             Reliability::Reliable
         } else {
@@ -1150,14 +1305,7 @@ impl Proxy {
                     .and_then(|req| local::ack_for_non_2xx(req, &msg));
             }
             if let Some(ack) = c.ack.clone() {
-                self.out.push_back(Transmit {
-                    listener: c.hop.listener,
-                    transport: c.hop.transport,
-                    destination: c.hop.destination.clone(),
-                    conn: None,
-                    payload: ack,
-                    token: None,
-                });
+                self.out.push_back(c.hop.transmit(ack, None));
             }
         }
         self.schedule(TimerRef::Client(cid));
@@ -1340,6 +1488,7 @@ impl Proxy {
             conn: None,
             payload: msg.to_bytes(),
             token: None,
+            flow_bound: false,
         });
     }
 
@@ -1348,6 +1497,7 @@ impl Proxy {
     fn schedule(&mut self, r: TimerRef) {
         let deadline = match r {
             TimerRef::Server(id) => self.servers.get(&id).and_then(|s| s.tx.next_deadline()),
+            TimerRef::Housekeeping => None,
             TimerRef::Client(id) => {
                 self.clients
                     .get(&id)
@@ -1372,6 +1522,13 @@ impl Proxy {
             match r {
                 TimerRef::Server(id) => self.server_timer(now, id),
                 TimerRef::Client(id) => self.client_timer(now, id),
+                TimerRef::Housekeeping => {
+                    if self.registrar.purge(now) > 0 {
+                        self.metrics.registrar_bindings(self.registrar.bindings());
+                    }
+                    self.timers
+                        .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+                }
             }
         }
     }
@@ -1394,6 +1551,7 @@ impl Proxy {
                             conn: s.source.conn,
                             payload: resp,
                             token: None,
+                            flow_bound: false,
                         });
                     }
                 }
@@ -1448,14 +1606,8 @@ impl Proxy {
             for ev in c.tx.on_timer(now) {
                 match ev {
                     ClientEvent::Retransmit => {
-                        self.out.push_back(Transmit {
-                            listener: c.hop.listener,
-                            transport: c.hop.transport,
-                            destination: c.hop.destination.clone(),
-                            conn: None,
-                            payload: c.bytes.clone(),
-                            token: Some(c.token),
-                        });
+                        self.out
+                            .push_back(c.hop.transmit(c.bytes.clone(), Some(c.token)));
                     }
                     ClientEvent::SendAck => {}
                     ClientEvent::Timeout => {
@@ -1506,10 +1658,16 @@ impl Proxy {
                 }
             }
         }
-        let reason = if code == 408 {
-            "Request Timeout"
-        } else {
-            "Service Unavailable"
+        let (code, reason) = match (&c.hop.flow, code) {
+            // A registered client's flow is dead (S-02): answer 480 at once, drop the binding.
+            (Some(flow), 503) => {
+                self.registrar.remove_binding(&flow.aor, &flow.contact);
+                self.metrics.dead_flow();
+                self.metrics.registrar_bindings(self.registrar.bindings());
+                (480, "Temporarily Unavailable")
+            }
+            (_, 408) => (408, "Request Timeout"),
+            _ => (code, "Service Unavailable"),
         };
         self.record_best(sid, BestResponse::Local(code, reason));
         self.after_branch_failure(now, sid, true, c.hop.trunk.as_deref());
@@ -1618,3 +1776,8 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Location-service key of a Request-URI/To user in our own domain.
+fn aor_key(user: Option<&str>) -> String {
+    user.unwrap_or("").to_string()
+}

@@ -639,3 +639,204 @@ fn garbage_never_panics() {
     let src: SocketAddr = UAC.parse().unwrap();
     assert_eq!(src.port(), 5060);
 }
+
+const TRUNK_A: &str = "198.51.100.3:5060";
+
+/// Where the INVITE just handled was forwarded to.
+fn invite_destination(p: &mut Proxy) -> &'static str {
+    let out = drain(p);
+    let fwd = out
+        .iter()
+        .find(|t| parse(t).method().map(|m| m.as_str()) == Some("INVITE"))
+        .expect("INVITE forwarded");
+    match &fwd.destination {
+        Destination::Addr(a) if a.to_string() == TRUNK_A => TRUNK_A,
+        other => panic!("unexpected destination {other}"),
+    }
+}
+
+fn register(user: &str, contact: &str, expires: u32, cseq: u32, call_id: &str) -> Bytes {
+    Bytes::from(format!(
+        "REGISTER sip:192.0.2.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.1.1.5:5060;branch=z9hG4bKreg{cseq}{user}{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@192.0.2.1>;tag=r{cseq}\r\n\
+         To: <sip:{user}@192.0.2.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <{contact}>;expires={expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn from_phone(addr: &str, transport: Transport, conn: Option<u64>) -> Source {
+    Source {
+        listener: if transport == Transport::Tcp {
+            ListenerId(1)
+        } else {
+            ListenerId(0)
+        },
+        transport,
+        remote: addr.parse().unwrap(),
+        conn: conn.map(crate::transport::ConnId),
+    }
+}
+
+fn invite_to_sbc(user: &str, branch: &str) -> Bytes {
+    let s = String::from_utf8(invite(user, branch).to_vec())
+        .unwrap()
+        .replace(
+            &format!("INVITE sip:{user}@example.com"),
+            &format!("INVITE sip:{user}@192.0.2.1"),
+        );
+    Bytes::from(s)
+}
+
+#[test]
+fn standalone_registrar_registers_and_routes_calls_to_the_flow() {
+    let mut p = proxy();
+    let now = Instant::now();
+    // A NATed phone: private Contact, public source address.
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("carol", "sip:carol@10.1.1.5:5060", 300, 1, "reg1"),
+        phone,
+    );
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let ok = parse(&out[0]);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        ok.header(HeaderName::Contact),
+        Some("<sip:carol@10.1.1.5:5060>;expires=300")
+    );
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr("203.0.113.7:40001".parse().unwrap())
+    );
+
+    p.handle_message(now, invite_to_sbc("carol", "z9hG4bKcall1"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 2);
+    let fwd = parse(&out[1]);
+    assert_eq!(
+        fwd.request_uri(),
+        Some("sip:carol@10.1.1.5:5060"),
+        "Request-URI is the registered contact"
+    );
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("203.0.113.7:40001".parse().unwrap()),
+        "sent to the flow, not to the private Contact"
+    );
+
+    // De-registration with expires=0 removes the binding: the next call gets 404.
+    p.handle_message(
+        now,
+        register("carol", "sip:carol@10.1.1.5:5060", 0, 2, "reg1"),
+        phone,
+    );
+    let ok = parse(&drain(&mut p)[0]);
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header(HeaderName::Contact).is_none());
+    p.handle_message(now, invite_to_sbc("carol", "z9hG4bKcall2"), from_uac());
+    assert_eq!(
+        invite_destination(&mut p),
+        TRUNK_A,
+        "unregistered users go to the routing rules"
+    );
+}
+
+#[test]
+fn register_interval_too_brief_and_expiry() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("dave", "sip:dave@10.1.1.6", 30, 1, "r"),
+        phone,
+    );
+    let resp = parse(&drain(&mut p)[0]);
+    assert_eq!(resp.status(), Some(423));
+    assert_eq!(resp.header_by_name("Min-Expires"), Some("60"));
+    p.handle_message(
+        now,
+        register("dave", "sip:dave@10.1.1.6", 60, 2, "r"),
+        phone,
+    );
+    assert_eq!(status_of(&drain(&mut p)[0]), Some(200));
+    // After expiry the user is unknown.
+    let later = now + Duration::from_secs(61);
+    p.handle_message(later, invite_to_sbc("dave", "z9hG4bKlate"), from_uac());
+    assert_eq!(invite_destination(&mut p), TRUNK_A);
+}
+
+#[test]
+fn two_contacts_are_forked_in_parallel_and_the_loser_cancelled() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let a = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    let b = from_phone("203.0.113.8:40002", Transport::Udp, None);
+    p.handle_message(now, register("erin", "sip:erin@10.0.0.7", 300, 1, "ra"), a);
+    p.handle_message(now, register("erin", "sip:erin@10.0.0.8", 300, 1, "rb"), b);
+    drain(&mut p);
+    p.handle_message(now, invite_to_sbc("erin", "z9hG4bKfork"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 3, "100 Trying + two branches at once");
+    let b1 = parse(&out[1]);
+    let b2 = parse(&out[2]);
+    p.handle_message(now, respond(&b1, 180, "t1"), a);
+    p.handle_message(now, respond(&b2, 180, "t2"), b);
+    assert_eq!(drain(&mut p).len(), 2, "both 180s relayed");
+    p.handle_message(now, respond(&b2, 200, "t2"), b);
+    let out = drain(&mut p);
+    let cancel = out
+        .iter()
+        .find(|t| parse(t).method().map(|m| m.as_str()) == Some("CANCEL"))
+        .expect("CANCEL to the other branch");
+    assert_eq!(
+        cancel.destination,
+        Destination::Addr("203.0.113.7:40001".parse().unwrap())
+    );
+    assert!(out.iter().any(|t| status_of(t) == Some(200)));
+}
+
+#[test]
+fn dead_tcp_flow_gives_prompt_480_and_drops_the_binding() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.9:50000", Transport::Tcp, Some(42));
+    p.handle_message(
+        now,
+        register("frank", "sip:frank@10.0.0.9;transport=tcp", 300, 1, "rf"),
+        phone,
+    );
+    assert_eq!(status_of(&drain(&mut p)[0]), Some(200));
+    p.handle_message(now, invite_to_sbc("frank", "z9hG4bKdead"), from_uac());
+    let out = drain(&mut p);
+    assert!(out[1].flow_bound);
+    assert_eq!(out[1].conn, Some(crate::transport::ConnId(42)));
+    p.handle_transport_error(now, out[1].token.unwrap());
+    let out = drain(&mut p);
+    assert_eq!(status_of(out.last().unwrap()), Some(480));
+    p.handle_message(now, invite_to_sbc("frank", "z9hG4bKdead2"), from_uac());
+    assert_eq!(invite_destination(&mut p), TRUNK_A, "the binding is gone");
+}
+
+#[test]
+fn closed_flow_removes_its_registrations() {
+    let mut p = proxy();
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.9:50000", Transport::Tcp, Some(7));
+    p.handle_message(
+        now,
+        register("gina", "sip:gina@10.0.0.9;transport=tcp", 300, 1, "rg"),
+        phone,
+    );
+    drain(&mut p);
+    p.handle_flow_closed(crate::transport::ConnId(7));
+    p.handle_message(now, invite_to_sbc("gina", "z9hG4bKgone"), from_uac());
+    assert_eq!(invite_destination(&mut p), TRUNK_A);
+}

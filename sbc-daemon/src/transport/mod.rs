@@ -135,4 +135,8 @@ pub struct Transmit {
     pub payload: Bytes,
     /// When set, a send failure is reported back with `Proxy::handle_transport_error`.
     pub token: Option<TransmitToken>,
+    /// Deliver only over `conn` (a registered client's flow): if that connection is gone the
+    /// send fails instead of opening a new connection, which a NATed client could not
+    /// accept anyway.
+    pub flow_bound: bool,
 }

@@ -173,7 +173,7 @@ fn run_connection(
                 }
             }
         }
-        shared.flows.remove(handle.id);
+        shared.flow_closed(handle.id);
         shared.metrics.tcp_connections(-1);
         // The writer ends once the last sender (ours, now dropped) is gone and its queue is
         // drained or fails.
