@@ -57,7 +57,11 @@ fn find_content_length(head: &[u8]) -> Result<Option<usize>, ParseError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
             if let Some(v) = current.as_mut() {
-                v.extend_from_slice(line.trim_ascii());
+                let piece = line.trim_ascii();
+                if !v.is_empty() && !piece.is_empty() {
+                    v.push(b' ');
+                }
+                v.extend_from_slice(piece);
             }
             continue;
         }

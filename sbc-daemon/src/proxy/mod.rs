@@ -254,7 +254,7 @@ impl Proxy {
             next_id: 1,
             nonce: rand::random::<u64>() & 0xffff_ffff,
             out: VecDeque::new(),
-            registrar: Registrar::new(RegistrarSettings::default(), None),
+            registrar: registrar_from_config(cfg),
             housekeeping: false,
         }
     }
@@ -1780,4 +1780,26 @@ mod tests;
 /// Location-service key of a Request-URI/To user in our own domain.
 fn aor_key(user: Option<&str>) -> String {
     user.unwrap_or("").to_string()
+}
+
+/// The standalone registrar as configured: expiry policy, and digest authentication when
+/// users are configured (nonces signed with a per-process random key).
+fn registrar_from_config(cfg: &Config) -> Registrar {
+    let r = &cfg.registrar;
+    let settings = RegistrarSettings {
+        min_expires: r.min_expires,
+        max_expires: r.max_expires,
+        default_expires: r.default_expires,
+        max_bindings_per_aor: r.max_contacts,
+    };
+    let auth = (!r.users.is_empty()).then(|| {
+        let users = r
+            .users
+            .iter()
+            .map(|u| (u.user.clone(), u.password.clone()))
+            .collect();
+        let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        crate::registrar::digest::DigestAuth::new(&r.realm, users, secret, 300)
+    });
+    Registrar::new(settings, auth)
 }

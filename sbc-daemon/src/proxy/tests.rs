@@ -840,3 +840,71 @@ fn closed_flow_removes_its_registrations() {
     p.handle_message(now, invite_to_sbc("gina", "z9hG4bKgone"), from_uac());
     assert_eq!(invite_destination(&mut p), TRUNK_A);
 }
+
+#[test]
+fn registrar_with_users_challenges_and_accepts_digest_sha256() {
+    use sha2::Digest;
+    let cfg_text = format!(
+        "{CONFIG}registrar:\n  realm: sbc.test\n  users:\n    - {{ user: henry, password: pw1 }}\n"
+    );
+    let cfg = match portcullis_config::load_str(&cfg_text, "auth.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("henry", "sip:henry@10.1.1.5", 300, 1, "ra"),
+        phone,
+    );
+    let challenge = parse(&drain(&mut p)[0]);
+    assert_eq!(challenge.status(), Some(401));
+    let www: Vec<&str> = challenge
+        .headers()
+        .filter(|h| h.name == HeaderName::WwwAuthenticate)
+        .map(|h| h.value)
+        .collect();
+    assert_eq!(www.len(), 2, "SHA-256 and MD5 challenges");
+    assert!(www[0].contains("algorithm=SHA-256") && www[0].contains("realm=\"sbc.test\""));
+    let nonce = www[0]
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let h = |s: String| -> String {
+        sha2::Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let ha1 = h("henry:sbc.test:pw1".into());
+    let ha2 = h("REGISTER:sip:192.0.2.1".into());
+    let resp = h(format!("{ha1}:{nonce}:00000001:xyz:auth:{ha2}"));
+    let authz = format!(
+        "Authorization: Digest username=\"henry\", realm=\"sbc.test\", nonce=\"{nonce}\", uri=\"sip:192.0.2.1\", response=\"{resp}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"xyz\"\r\n"
+    );
+    let with_auth =
+        String::from_utf8(register("henry", "sip:henry@10.1.1.5", 300, 2, "ra").to_vec())
+            .unwrap()
+            .replace(
+                "Content-Length: 0\r\n",
+                &format!("{authz}Content-Length: 0\r\n"),
+            );
+    p.handle_message(now, Bytes::from(with_auth.clone()), phone);
+    assert_eq!(status_of(&drain(&mut p)[0]), Some(200));
+    // A wrong password is challenged again.
+    let wrong = with_auth
+        .replace(&resp, &"0".repeat(64))
+        .replace("CSeq: 2", "CSeq: 3")
+        .replace("z9hG4bKreg2", "z9hG4bKreg3");
+    p.handle_message(now, Bytes::from(wrong), phone);
+    assert_eq!(status_of(&drain(&mut p)[0]), Some(401));
+}

@@ -1,0 +1,392 @@
+//! Typed configuration model: what the rest of Portcullis consumes once a
+//! file has been parsed, substituted and validated.
+//!
+//! Every struct here is plain data (all fields public). Defaults documented on
+//! each field are applied by the loader when the key is absent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub logging: Logging,
+    pub metrics: Metrics,
+    pub sip: SipSettings,
+    pub interfaces: Vec<Interface>,
+    pub trunks: Vec<Trunk>,
+    pub routes: Vec<Route>,
+    /// The standalone registrar (used when no upstream registrar is configured).
+    pub registrar: Registrar,
+    /// Key paths (e.g. `trunks[0].host`) whose value came from a `${file:...}`
+    /// secret. Not part of the YAML schema; used to redact `print-config`.
+    #[serde(skip)]
+    pub secret_paths: Vec<String>,
+}
+
+impl Config {
+    /// The interface with this name, if any.
+    pub fn interface(&self, name: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// Trunks belonging to a trunk group, in file order.
+    pub fn trunks_in_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Trunk> + 'a {
+        self.trunks.iter().filter(move |t| t.group == group)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Logging {
+    /// Default `info`.
+    pub level: LogLevel,
+    /// Default `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Prometheus/admin HTTP listen address. Default `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+}
+
+/// Standalone registrar settings (RFC 3261 10.3) and digest users (RFC 8760).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Registrar {
+    /// Digest realm. Default "portcullis".
+    pub realm: String,
+    /// Shorter non-zero expiries are refused with 423. Default 60.
+    pub min_expires: u32,
+    /// Longer expiries are shortened. Default 3600.
+    pub max_expires: u32,
+    /// Expiry when a REGISTER names none. Default 3600.
+    pub default_expires: u32,
+    /// Contacts per address-of-record. Default 10.
+    pub max_contacts: usize,
+    /// Digest users; authentication is required when this list is not empty.
+    pub users: Vec<User>,
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar {
+            realm: "portcullis".to_string(),
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts: 10,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// A digest user of the standalone registrar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub user: String,
+    /// Always redacted by `print-config`.
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SipSettings {
+    pub timers: SipTimers,
+    /// Largest SIP message accepted, bytes. Default 65535, range 1024..=1048576.
+    pub max_message_size: usize,
+    /// Requests larger than this go over a stream transport (RFC 3261 18.1.1).
+    /// Default 1300.
+    pub udp_mtu_threshold: usize,
+    /// Default 600.
+    pub tcp_idle_timeout_s: u64,
+    /// Default 2000.
+    pub tcp_connect_timeout_ms: u64,
+    /// Host names / addresses the SBC treats as itself (besides listener addresses).
+    pub domain_aliases: Vec<String>,
+    /// Worker threads; 0 = number of CPUs. Default 0.
+    pub workers: usize,
+    /// Server/User-Agent header value for locally generated messages. Default "Portcullis".
+    pub user_agent: String,
+}
+
+/// RFC 3261 17.1.1.1 timer values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SipTimers {
+    /// Default 500.
+    pub t1_ms: u64,
+    /// Default 4000.
+    pub t2_ms: u64,
+    /// Default 5000.
+    pub t4_ms: u64,
+}
+
+/// A network realm: SIP listeners, a media address and policies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Interface {
+    pub name: String,
+    pub listeners: Vec<Listener>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    pub policy: InterfacePolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    pub name: String,
+    pub proto: Proto,
+    pub address: IpAddr,
+    /// Default: 5060 udp/tcp, 5061 tls, 8080 ws, 8443 wss.
+    pub port: u16,
+    /// Address written into Via/Record-Route/Contact (1:1 NAT); IP or host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_port: Option<u16>,
+    /// Required for tls and wss, rejected for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 5] = [Proto::Udp, Proto::Tcp, Proto::Tls, Proto::Ws, Proto::Wss];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
+            Proto::Ws => "ws",
+            Proto::Wss => "wss",
+        }
+    }
+
+    /// True for connection-oriented transports (everything but UDP).
+    pub fn is_stream(&self) -> bool {
+        !matches!(self, Proto::Udp)
+    }
+
+    /// True when the listener needs TLS certificate settings.
+    pub fn is_secure(&self) -> bool {
+        matches!(self, Proto::Tls | Proto::Wss)
+    }
+
+    /// Port used when the listener does not set one.
+    pub fn default_port(&self) -> u16 {
+        match self {
+            Proto::Udp | Proto::Tcp => 5060,
+            Proto::Tls => 5061,
+            Proto::Ws => 8080,
+            Proto::Wss => 8443,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsSettings {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Default false.
+    pub verify_client: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Media {
+    pub address: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_address: Option<IpAddr>,
+    /// Even, within 1024..=65535. Default 20000.
+    pub port_min: u16,
+    /// Default 29999.
+    pub port_max: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InterfacePolicy {
+    /// Default true.
+    pub anchor_media: bool,
+    /// Default false.
+    pub topology_hiding: bool,
+    /// Default true.
+    pub nat_fixing: bool,
+    /// Default false: when no route matches, forward by Request-URI host instead of 404.
+    pub allow_request_uri_routing: bool,
+}
+
+impl Default for InterfacePolicy {
+    fn default() -> Self {
+        InterfacePolicy {
+            anchor_media: true,
+            topology_hiding: false,
+            nat_fixing: true,
+            allow_request_uri_routing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trunk {
+    pub name: String,
+    /// IP address or host name (FQDN).
+    pub host: String,
+    /// Default 5060 (5061 for tls).
+    pub port: u16,
+    /// Default udp.
+    pub transport: TrunkTransport,
+    pub group: String,
+    /// Interface the trunk is reached through.
+    pub interface: String,
+    /// Listener of that interface to send from (default: first matching one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    /// Default 1, at least 1.
+    pub weight: u32,
+    /// Default 1, lower is preferred.
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TrunkTransport {
+    pub const ALL: [TrunkTransport; 3] = [
+        TrunkTransport::Udp,
+        TrunkTransport::Tcp,
+        TrunkTransport::Tls,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrunkTransport::Udp => "udp",
+            TrunkTransport::Tcp => "tcp",
+            TrunkTransport::Tls => "tls",
+        }
+    }
+
+    /// The listener protocol this transport sends from.
+    pub fn proto(&self) -> Proto {
+        match self {
+            TrunkTransport::Udp => Proto::Udp,
+            TrunkTransport::Tcp => Proto::Tcp,
+            TrunkTransport::Tls => Proto::Tls,
+        }
+    }
+
+    pub fn default_port(&self) -> u16 {
+        self.proto().default_port()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub name: String,
+    /// All present criteria must match; an empty match matches every request.
+    #[serde(rename = "match")]
+    pub r#match: RouteMatch,
+    /// Trunk group to send to.
+    pub group: String,
+    /// Default priority.
+    pub selection: Selection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteMatch {
+    /// Request-URI user part starts with this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_prefix: Option<String>,
+    /// Request-URI host equals this (case-insensitive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Request arrived on this interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    RoundRobin,
+    Weighted,
+    Priority,
+}
+
+impl Selection {
+    pub const ALL: [Selection; 3] = [
+        Selection::RoundRobin,
+        Selection::Weighted,
+        Selection::Priority,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Selection::RoundRobin => "round_robin",
+            Selection::Weighted => "weighted",
+            Selection::Priority => "priority",
+        }
+    }
+}
