@@ -563,6 +563,8 @@ const TRUNK_KEYS: &[&str] = &[
     "listener",
     "weight",
     "priority",
+    "probe_interval_s",
+    "probe_failures",
 ];
 const ROUTE_KEYS: &[&str] = &["name", "match", "group", "selection"];
 const MATCH_KEYS: &[&str] = &["user_prefix", "domain", "interface"];
@@ -844,6 +846,8 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         listener: None,
         weight: 1,
         priority: 1,
+        probe_interval_s: 0,
+        probe_failures: 1,
     };
     let Some(f) = cx.fields(Some(node), path, TRUNK_KEYS) else {
         return t;
@@ -862,6 +866,8 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
     t.listener = cx.opt(&f, "listener", name);
     t.weight = cx.or(&f, "weight", 1, u32_range(1, 1_000_000));
     t.priority = cx.or(&f, "priority", 1, u32_range(0, 1_000_000));
+    t.probe_interval_s = cx.or(&f, "probe_interval_s", 0, u64_range(0, 86_400));
+    t.probe_failures = cx.or(&f, "probe_failures", 1, u32_range(1, 100));
     t
 }
 

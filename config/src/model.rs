@@ -303,6 +303,11 @@ pub struct Trunk {
     pub weight: u32,
     /// Default 1, lower is preferred.
     pub priority: u32,
+    /// Seconds between OPTIONS health probes; 0 (the default) disables probing.
+    pub probe_interval_s: u64,
+    /// Consecutive failed probes (no answer within the interval, 408 or 503) that mark the
+    /// trunk down; one answered probe marks it up again. Default 1.
+    pub probe_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

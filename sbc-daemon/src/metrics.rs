@@ -135,6 +135,7 @@ pub struct Metrics {
     tcp_connect_failures: Counter,
     registrar_bindings: Gauge,
     dead_flows: Counter,
+    trunk_up: Family<TrunkLabel, Gauge>,
 }
 
 impl Metrics {
@@ -152,6 +153,12 @@ impl Metrics {
         let tcp_connect_failures = Counter::default();
         let registrar_bindings = Gauge::default();
         let dead_flows = Counter::default();
+        let trunk_up = Family::<TrunkLabel, Gauge>::default();
+        registry.register(
+            "sbc_trunk_up",
+            "1 while an OPTIONS-probed trunk answers, 0 while it is marked down",
+            trunk_up.clone(),
+        );
         registry.register(
             "sbc_registrar_bindings",
             "Contacts registered with the standalone registrar",
@@ -270,6 +277,7 @@ impl Metrics {
             tcp_connect_failures,
             registrar_bindings,
             dead_flows,
+            trunk_up,
         }
     }
 
@@ -352,6 +360,14 @@ impl Metrics {
     pub fn registrar_bindings(&self, n: usize) {
         self.registrar_bindings
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn trunk_up(&self, trunk: &str, up: bool) {
+        self.trunk_up
+            .get_or_create(&TrunkLabel {
+                trunk: trunk.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     pub fn dead_flow(&self) {

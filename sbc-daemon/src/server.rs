@@ -252,7 +252,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let interfaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&interfaces));
-    let proxy = Proxy::new(&cfg, metrics.clone());
+    let mut proxy = Proxy::new(&cfg, metrics.clone());
+    proxy.start(Instant::now());
     let listeners = proxy.listeners().to_vec();
 
     let mut udp_sockets = Vec::new();

@@ -20,6 +20,7 @@
 
 pub mod addressing;
 pub mod local;
+pub mod probing;
 pub mod routing;
 
 use std::cmp::Reverse;
@@ -44,6 +45,7 @@ use crate::transport::{
 };
 
 use addressing::{uri_destination, via_with_received, ListenerInfo, LocalAddresses};
+use probing::{Transition, TrunkHealth};
 use routing::{RouteQuery, Router};
 
 /// Timer C (16.6 step 11): how long an INVITE may stay in Proceeding.
@@ -140,6 +142,8 @@ enum TimerRef {
     Client(u64),
     /// Periodic clean-up (expired registrations).
     Housekeeping,
+    /// OPTIONS probe of trunk number n (index into the probed trunks).
+    Probe(usize),
 }
 
 /// How often expired registrations are purged.
@@ -198,6 +202,15 @@ struct ClientEntry {
     cancel_sent: bool,
     timer_c: Option<Instant>,
     token: TransmitToken,
+    /// This transaction is an OPTIONS health probe of probed trunk n.
+    probe: Option<usize>,
+}
+
+/// Where the OPTIONS probes of a trunk go.
+#[derive(Debug, Clone)]
+struct ProbeTarget {
+    hop: Hop,
+    request_uri: String,
 }
 
 /// The stateful proxy.
@@ -217,6 +230,8 @@ pub struct Proxy {
     out: VecDeque<Transmit>,
     registrar: Registrar,
     housekeeping: bool,
+    health: TrunkHealth,
+    probe_targets: Vec<Option<ProbeTarget>>,
 }
 
 enum Plan {
@@ -240,9 +255,43 @@ impl Plan {
 impl Proxy {
     pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Proxy {
         let listeners = ListenerInfo::from_config(cfg);
+        let local = LocalAddresses::new(listeners, cfg.sip.domain_aliases.clone());
+        let health = TrunkHealth::from_config(cfg);
+        let probe_targets = cfg
+            .trunks
+            .iter()
+            .filter(|t| t.probe_interval_s > 0)
+            .map(|t| {
+                let transport = match t.transport {
+                    portcullis_config::TrunkTransport::Udp => Transport::Udp,
+                    portcullis_config::TrunkTransport::Tcp => Transport::Tcp,
+                    portcullis_config::TrunkTransport::Tls => Transport::Tls,
+                };
+                let listener =
+                    local.egress_listener(Some(&t.interface), transport, t.listener.as_deref())?;
+                let destination = match addressing::parse_host_ip(&t.host) {
+                    Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, t.port)),
+                    None => Destination::Name(t.host.clone(), t.port),
+                };
+                let mut request_uri = format!("sip:{}:{}", t.host, t.port);
+                if transport != Transport::Udp {
+                    request_uri.push_str(";transport=");
+                    request_uri.push_str(transport.param());
+                }
+                Some(ProbeTarget {
+                    hop: Hop::to(destination, transport, listener.id),
+                    request_uri,
+                })
+            })
+            .collect();
+        for i in 0..health.len() {
+            if let Some(p) = health.get(i) {
+                metrics.trunk_up(&p.name, true);
+            }
+        }
         Proxy {
             settings: ProxySettings::from_config(cfg),
-            local: LocalAddresses::new(listeners, cfg.sip.domain_aliases.clone()),
+            local,
             router: Router::from_config(cfg),
             metrics,
             servers: HashMap::new(),
@@ -256,6 +305,128 @@ impl Proxy {
             out: VecDeque::new(),
             registrar: registrar_from_config(cfg),
             housekeeping: false,
+            health,
+            probe_targets,
+        }
+    }
+
+    /// Starts the periodic work (registration clean-up, trunk probes) at time `now`.
+    pub fn start(&mut self, now: Instant) {
+        if !self.housekeeping {
+            self.housekeeping = true;
+            self.timers
+                .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
+        }
+        for i in 0..self.health.len() {
+            self.timers.push(Reverse((now, TimerRef::Probe(i))));
+        }
+    }
+
+    /// Whether a trunk is usable (not marked down by probing).
+    pub fn trunk_is_up(&self, trunk: &str) -> bool {
+        self.health.is_up(trunk)
+    }
+
+    /// Sends the next OPTIONS probe of probed trunk `i`; an unanswered previous probe
+    /// counts as a failure.
+    fn probe(&mut self, now: Instant, i: usize) {
+        if let Some(prev) = self.health.due(i, now) {
+            if self.clients.contains_key(&prev) {
+                self.remove_client(prev);
+                self.probe_result(i, false);
+            }
+        }
+        let (Some(Some(target)), Some(p)) =
+            (self.probe_targets.get(i).cloned(), self.health.get(i))
+        else {
+            return;
+        };
+        let interval = p.interval;
+        self.timers
+            .push(Reverse((now + interval, TimerRef::Probe(i))));
+        let Some(egress) = self.local.listener(target.hop.listener).cloned() else {
+            return;
+        };
+        let id = self.next_id();
+        let branch = format!("{BRANCH_PREFIX}{:016x}.p{:x}{:x}", 0u64, self.nonce, id);
+        let payload = Bytes::from(format!(
+            "OPTIONS {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {hp};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:probe@{hp}>;tag={tag:x}\r\n\
+             To: <{ruri}>\r\n\
+             Call-ID: probe-{nonce:x}-{id:x}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             User-Agent: {ua}\r\n\
+             Content-Length: 0\r\n\r\n",
+            ruri = target.request_uri,
+            t = target.hop.transport.via_token(),
+            hp = egress.hostport(),
+            tag = rand::random::<u64>(),
+            nonce = self.nonce,
+            ua = self.settings.server_name,
+        ));
+        let key = ClientKey {
+            branch,
+            method: Method::Options,
+        };
+        let token = TransmitToken(id);
+        self.out
+            .push_back(target.hop.transmit(payload.clone(), Some(token)));
+        let reliability = if target.hop.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        self.clients.insert(
+            id,
+            ClientEntry {
+                key: key.clone(),
+                tx: ClientTransaction::new(
+                    TransactionKind::NonInvite,
+                    reliability,
+                    self.settings.timers,
+                    now,
+                ),
+                server: None,
+                is_cancel: false,
+                request: None,
+                bytes: payload,
+                hop: target.hop,
+                ack: None,
+                provisional: false,
+                final_seen: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                timer_c: None,
+                token,
+                probe: Some(i),
+            },
+        );
+        self.client_index.insert(key, id);
+        self.tokens.insert(token, id);
+        self.metrics.transactions(TxKind::ClientNonInvite, 1);
+        if let Some(p) = self.health.get_mut(i) {
+            p.outstanding = Some(id);
+        }
+        self.schedule(TimerRef::Client(id));
+    }
+
+    fn probe_result(&mut self, i: usize, ok: bool) {
+        let transition = self.health.record(i, ok);
+        let Some(p) = self.health.get(i) else {
+            return;
+        };
+        match transition {
+            Transition::WentDown => {
+                warn!(trunk = %p.name, failures = p.consecutive_failures, "trunk marked down by OPTIONS probing");
+                self.metrics.trunk_up(&p.name, false);
+            }
+            Transition::WentUp => {
+                info!(trunk = %p.name, "trunk answered OPTIONS again, marked up");
+                self.metrics.trunk_up(&p.name, true);
+            }
+            Transition::None => {}
         }
     }
 
@@ -311,11 +482,6 @@ impl Proxy {
 
     /// A received message (one datagram, or one framed message from a stream).
     pub fn handle_message(&mut self, now: Instant, raw: Bytes, src: Source) {
-        if !self.housekeeping {
-            self.housekeeping = true;
-            self.timers
-                .push(Reverse((now + HOUSEKEEPING, TimerRef::Housekeeping)));
-        }
         let msg = match SipMessage::parse(raw) {
             Ok(m) => m,
             Err(e) => {
@@ -705,7 +871,12 @@ impl Proxy {
             };
             if let Some(decision) = self.router.route(query) {
                 let mut hops = VecDeque::new();
+                let mut skipped_down = 0;
                 for t in decision.targets {
+                    if !self.health.is_up(&t.name) {
+                        skipped_down += 1;
+                        continue;
+                    }
                     let Some(listener) = self
                         .local
                         .egress_listener(Some(&t.interface), t.transport, t.listener.as_deref())
@@ -724,7 +895,11 @@ impl Proxy {
                     hops.push_back(hop);
                 }
                 if hops.is_empty() {
-                    return Plan::Reply(503, "No Usable Trunk");
+                    return if skipped_down > 0 {
+                        Plan::Reply(503, "All Trunks Down")
+                    } else {
+                        Plan::Reply(503, "No Usable Trunk")
+                    };
                 }
                 return Plan::Forward {
                     hops,
@@ -998,6 +1173,7 @@ impl Proxy {
             cancel_sent: false,
             timer_c: None,
             token,
+            probe: None,
         };
         self.clients.insert(id, entry);
         self.client_index.insert(key, id);
@@ -1252,6 +1428,7 @@ impl Proxy {
                 cancel_sent: false,
                 timer_c: None,
                 token,
+                probe: None,
             },
         );
         self.client_index.insert(key, id);
@@ -1316,6 +1493,12 @@ impl Proxy {
             return;
         };
         if c.is_cancel {
+            return;
+        }
+        if let Some(i) = c.probe {
+            if status >= 200 {
+                self.probe_result(i, probing::response_is_alive(status));
+            }
             return;
         }
         let server = c.server;
@@ -1497,7 +1680,7 @@ impl Proxy {
     fn schedule(&mut self, r: TimerRef) {
         let deadline = match r {
             TimerRef::Server(id) => self.servers.get(&id).and_then(|s| s.tx.next_deadline()),
-            TimerRef::Housekeeping => None,
+            TimerRef::Housekeeping | TimerRef::Probe(_) => None,
             TimerRef::Client(id) => {
                 self.clients
                     .get(&id)
@@ -1522,6 +1705,7 @@ impl Proxy {
             match r {
                 TimerRef::Server(id) => self.server_timer(now, id),
                 TimerRef::Client(id) => self.client_timer(now, id),
+                TimerRef::Probe(i) => self.probe(now, i),
                 TimerRef::Housekeeping => {
                     if self.registrar.purge(now) > 0 {
                         self.metrics.registrar_bindings(self.registrar.bindings());
@@ -1611,6 +1795,11 @@ impl Proxy {
                     }
                     ClientEvent::SendAck => {}
                     ClientEvent::Timeout => {
+                        if let Some(i) = c.probe {
+                            self.remove_client(id);
+                            self.probe_result(i, false);
+                            return;
+                        }
                         if !c.is_cancel && !c.final_seen {
                             if let Some(sid) = c.server {
                                 self.client_failed(now, id, sid, 408);
@@ -1683,6 +1872,11 @@ impl Proxy {
         };
         warn!(to = %c.hop.destination, transport = %c.hop.transport, "could not send request");
         let _ = c.tx.on_transport_error();
+        if let Some(i) = c.probe {
+            self.remove_client(cid);
+            self.probe_result(i, false);
+            return;
+        }
         if c.is_cancel || c.final_seen {
             self.remove_client(cid);
             return;

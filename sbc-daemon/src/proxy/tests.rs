@@ -908,3 +908,65 @@ fn registrar_with_users_challenges_and_accepts_digest_sha256() {
     p.handle_message(now, Bytes::from(wrong), phone);
     assert_eq!(status_of(&drain(&mut p)[0]), Some(401));
 }
+
+#[test]
+fn options_probing_marks_trunks_down_and_up_and_routing_skips_down_ones() {
+    let cfg_text = CONFIG.replace(
+        "group: core, interface: inside, priority: 1 }",
+        "group: core, interface: inside, priority: 1, probe_interval_s: 5 }",
+    );
+    let cfg = match portcullis_config::load_str(&cfg_text, "probe.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let metrics = Arc::new(Metrics::new(&["outside".into(), "inside".into()]));
+    let mut p = Proxy::new(&cfg, metrics.clone());
+    let now = Instant::now();
+    p.start(now);
+    p.handle_timeout(now);
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let probe = parse(&out[0]);
+    assert_eq!(probe.method().map(|m| m.as_str()), Some("OPTIONS"));
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr(TRUNK_A.parse().unwrap())
+    );
+    assert!(p.trunk_is_up("core-a"));
+    // No answer by the next interval: down; calls go to core-b.
+    let t5 = now + Duration::from_secs(5);
+    p.handle_timeout(t5);
+    let out = drain(&mut p);
+    assert!(!p.trunk_is_up("core-a"));
+    assert!(metrics
+        .encode()
+        .contains("sbc_trunk_up{trunk=\"core-a\"} 0"));
+    // The first probe was retransmitted (timer E) before the second one went out; the
+    // clock jumps straight to 5 s, so timer E fires once in this call.
+    let probes: Vec<SipMessage> = out
+        .iter()
+        .map(parse)
+        .filter(|m| m.method().map(|m| m.as_str()) == Some("OPTIONS"))
+        .collect();
+    assert_eq!(probes.len(), 2, "one retransmission, then the next probe");
+    let second_probe = probes.last().unwrap().clone();
+    assert_ne!(second_probe.call_id().unwrap(), probe.call_id().unwrap());
+    p.handle_message(t5, invite("bob", "z9hG4bKprobe1"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.2:5060".parse().unwrap())
+    );
+    // The trunk answers the next probe (even 404 means alive): up again.
+    p.handle_message(t5, respond(&second_probe, 404, "x"), from_core(TRUNK_A));
+    assert!(p.trunk_is_up("core-a"));
+    assert!(metrics
+        .encode()
+        .contains("sbc_trunk_up{trunk=\"core-a\"} 1"));
+    p.handle_message(t5, invite("bob", "z9hG4bKprobe2"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr(TRUNK_A.parse().unwrap())
+    );
+}
