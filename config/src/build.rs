@@ -520,6 +520,8 @@ const REGISTRAR_KEYS: &[&str] = &[
     "default_expires",
     "max_contacts",
     "users",
+    "upstream",
+    "mode",
 ];
 const USER_KEYS: &[&str] = &["user", "password"];
 const LOGGING_KEYS: &[&str] = &["level", "format"];
@@ -552,6 +554,8 @@ const POLICY_KEYS: &[&str] = &[
     "topology_hiding",
     "nat_fixing",
     "allow_request_uri_routing",
+    "registration_client_expires",
+    "registration_upstream_expires",
 ];
 const TRUNK_KEYS: &[&str] = &[
     "name",
@@ -628,6 +632,13 @@ fn registrar(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> Registrar {
         u32_range(1, 604_800),
     );
     r.max_contacts = cx.or(&f, "max_contacts", r.max_contacts, usize_range(1, 1000));
+    r.upstream = cx.opt(&f, "upstream", name);
+    r.mode = cx.or(
+        &f,
+        "mode",
+        r.mode,
+        one_of(&RegistrationMode::ALL, RegistrationMode::as_str),
+    );
     for (p, n) in cx.list(&f, "users") {
         let Some(u) = cx.fields(Some(n), &p, USER_KEYS) else {
             continue;
@@ -788,6 +799,18 @@ fn interface(cx: &mut Cx<'_>, node: &Node, path: &str) -> Interface {
                 "allow_request_uri_routing",
                 d.allow_request_uri_routing,
                 boolean,
+            ),
+            registration_client_expires: cx.or(
+                &p,
+                "registration_client_expires",
+                d.registration_client_expires,
+                u32_range(0, 86_400),
+            ),
+            registration_upstream_expires: cx.or(
+                &p,
+                "registration_upstream_expires",
+                d.registration_upstream_expires,
+                u32_range(60, 604_800),
             ),
         };
     }

@@ -115,6 +115,32 @@ pub struct Registrar {
     pub max_contacts: usize,
     /// Digest users; authentication is required when this list is not empty.
     pub users: Vec<User>,
+    /// Trunk group of an upstream registrar. When set, REGISTERs are proxied there (the
+    /// SBC keeps the client's flow and hides the Contact) instead of answered locally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// How the upstream registrar reaches the client through the SBC: `contact` (the
+    /// Contact is replaced by an SBC URI carrying a flow token) or `path` (RFC 3327: a Path
+    /// header with the token is added). Default contact.
+    pub mode: RegistrationMode,
+}
+
+/// See [`Registrar::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    Contact,
+    Path,
+}
+
+impl RegistrationMode {
+    pub const ALL: [RegistrationMode; 2] = [RegistrationMode::Contact, RegistrationMode::Path];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RegistrationMode::Contact => "contact",
+            RegistrationMode::Path => "path",
+        }
+    }
 }
 
 impl Default for Registrar {
@@ -126,6 +152,8 @@ impl Default for Registrar {
             default_expires: 3600,
             max_contacts: 10,
             users: Vec::new(),
+            upstream: None,
+            mode: RegistrationMode::Contact,
         }
     }
 }
@@ -271,6 +299,13 @@ pub struct InterfacePolicy {
     pub nat_fixing: bool,
     /// Default false: when no route matches, forward by Request-URI host instead of 404.
     pub allow_request_uri_routing: bool,
+    /// Registration throttling (S-10): when > 0, clients registering on this interface
+    /// through the upstream registrar get this expiry (seconds) while the registrar sees
+    /// `registration_upstream_expires`; refreshes in between are answered from the cache.
+    /// Default 0 (off).
+    pub registration_client_expires: u32,
+    /// Expiry the upstream registrar sees for throttled clients. Default 3600.
+    pub registration_upstream_expires: u32,
 }
 
 impl Default for InterfacePolicy {
@@ -279,6 +314,8 @@ impl Default for InterfacePolicy {
             anchor_media: true,
             topology_hiding: false,
             nat_fixing: true,
+            registration_client_expires: 0,
+            registration_upstream_expires: 3600,
             allow_request_uri_routing: false,
         }
     }

@@ -22,6 +22,31 @@ pub(crate) fn check(cfg: &Config, cx: &mut Cx<'_>) {
 
 fn registrar(cfg: &Config, cx: &mut Cx<'_>) {
     let r = &cfg.registrar;
+    if let Some(g) = &r.upstream {
+        if !cx.is_bad("registrar.upstream") && cfg.trunks_in_group(g).next().is_none() {
+            cx.error_at(
+                "registrar.upstream",
+                format!("trunk group '{g}' has no trunks"),
+            );
+        }
+    }
+    for (i, iface) in cfg.interfaces.iter().enumerate() {
+        let p = &iface.policy;
+        if p.registration_client_expires > 0
+            && p.registration_client_expires >= p.registration_upstream_expires
+        {
+            let path = format!("interfaces[{i}].policy.registration_client_expires");
+            if !cx.is_bad(&path) {
+                cx.error_at(
+                    &path,
+                    format!(
+                        "must be < registration_upstream_expires ({}), got {}",
+                        p.registration_upstream_expires, p.registration_client_expires
+                    ),
+                );
+            }
+        }
+    }
     if cx.is_bad("registrar.min_expires") {
         return;
     }

@@ -136,6 +136,7 @@ pub struct Metrics {
     registrar_bindings: Gauge,
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
+    registrations: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -154,6 +155,12 @@ impl Metrics {
         let registrar_bindings = Gauge::default();
         let dead_flows = Counter::default();
         let trunk_up = Family::<TrunkLabel, Gauge>::default();
+        let registrations = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sbc_registrations",
+            "REGISTERs for the upstream registrar: reason=forwarded (sent upstream) or cached (refresh answered by the SBC)",
+            registrations.clone(),
+        );
         registry.register(
             "sbc_trunk_up",
             "1 while an OPTIONS-probed trunk answers, 0 while it is marked down",
@@ -278,6 +285,7 @@ impl Metrics {
             registrar_bindings,
             dead_flows,
             trunk_up,
+            registrations,
         }
     }
 
@@ -368,6 +376,16 @@ impl Metrics {
                 trunk: trunk.to_string(),
             })
             .set(i64::from(up));
+    }
+
+    /// A REGISTER toward the upstream registrar was answered from the cache (true) or
+    /// forwarded (false).
+    pub fn registration(&self, cached: bool) {
+        self.registrations
+            .get_or_create(&ReasonLabel {
+                reason: if cached { "cached" } else { "forwarded" }.to_string(),
+            })
+            .inc();
     }
 
     pub fn dead_flow(&self) {

@@ -21,6 +21,7 @@
 pub mod addressing;
 pub mod local;
 pub mod probing;
+mod registration;
 pub mod routing;
 
 use std::cmp::Reverse;
@@ -34,15 +35,18 @@ use portcullis_sip::{HeaderName, Method, SipMessage, SipUri};
 use tracing::{debug, info, warn};
 
 use crate::metrics::{DropReason, Metrics, TxKind};
+use crate::registrar::upstream::{RegistrationCache, TOKEN_PREFIX};
 use crate::registrar::{Registrar, RegistrarSettings};
 use crate::transaction::server::{AckDisposition, RetransmissionDisposition};
 use crate::transaction::{
     ClientEvent, ClientKey, ClientTransaction, Reliability, ServerEvent, ServerKey,
     ServerTransaction, TimerConfig, TransactionKind,
 };
+use crate::transport::flow_token::FlowTokens;
 use crate::transport::{
     ConnId, Destination, ListenerId, Source, Transmit, TransmitToken, Transport,
 };
+use registration::RegContext;
 
 use addressing::{uri_destination, via_with_received, ListenerInfo, LocalAddresses};
 use probing::{Transition, TrunkHealth};
@@ -103,8 +107,13 @@ struct Hop {
 #[derive(Debug, Clone)]
 struct FlowTarget {
     conn: Option<ConnId>,
+    /// The flow itself (for flow tokens in Record-Route).
+    source: Source,
+    /// Registration the flow belongs to (empty for flows learnt from Record-Route).
     aor: String,
     contact: String,
+    /// The connection is the only way to the peer (a registered client): never reconnect.
+    bound: bool,
 }
 
 impl Hop {
@@ -118,7 +127,7 @@ impl Hop {
             conn,
             payload,
             token,
-            flow_bound: conn.is_some(),
+            flow_bound: conn.is_some() && self.flow.as_ref().is_some_and(|f| f.bound),
         }
     }
 
@@ -184,6 +193,8 @@ struct ServerEntry {
     loop_hash: u64,
     /// Send every hop at once (forking to all registered contacts) instead of one by one.
     parallel: bool,
+    /// A REGISTER proxied to the upstream registrar.
+    reg: Option<RegContext>,
 }
 
 struct ClientEntry {
@@ -232,6 +243,10 @@ pub struct Proxy {
     housekeeping: bool,
     health: TrunkHealth,
     probe_targets: Vec<Option<ProbeTarget>>,
+    flow_tokens: FlowTokens,
+    reg_cache: RegistrationCache,
+    /// Trunk group and mode of the upstream registrar, when REGISTERs are proxied.
+    upstream_registrar: Option<(String, portcullis_config::RegistrationMode)>,
 }
 
 enum Plan {
@@ -239,6 +254,8 @@ enum Plan {
     Reply(u16, &'static str),
     /// A REGISTER for the local registrar.
     Register(String),
+    /// A REGISTER to proxy to the upstream registrar.
+    RegisterUpstream,
     /// Forward to these hops: in order (failover), or all at once when `parallel`.
     Forward { hops: VecDeque<Hop>, parallel: bool },
 }
@@ -307,6 +324,13 @@ impl Proxy {
             housekeeping: false,
             health,
             probe_targets,
+            flow_tokens: FlowTokens::random(),
+            reg_cache: RegistrationCache::default(),
+            upstream_registrar: cfg
+                .registrar
+                .upstream
+                .clone()
+                .map(|g| (g, cfg.registrar.mode)),
         }
     }
 
@@ -437,6 +461,7 @@ impl Proxy {
 
     /// A stream connection closed: registrations bound to it are gone (S-02).
     pub fn handle_flow_closed(&mut self, conn: ConnId) {
+        self.reg_cache.flow_closed(conn);
         let n = self.registrar.flow_closed(conn);
         if n > 0 {
             debug!(
@@ -677,6 +702,7 @@ impl Proxy {
             ingress: src.listener,
             loop_hash,
             parallel: false,
+            reg: None,
         };
         self.servers.insert(id, entry);
         self.server_index.insert(key, id);
@@ -712,27 +738,41 @@ impl Proxy {
                     .collect();
                 self.respond_local(now, id, reply.code, reply.reason, &extra);
             }
+            Plan::RegisterUpstream => self.register_upstream(now, id, msg, src),
             Plan::Forward { hops, parallel } => {
-                // 16.6 step 3: Max-Forwards.
-                let mf = msg.max_forwards().ok().flatten().unwrap_or(70);
-                msg.set_header(
-                    HeaderName::MaxForwards,
-                    &mf.saturating_sub(1).min(70).to_string(),
-                );
                 let record_route = !in_dialog
                     && matches!(
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
-                if let Some(s) = self.servers.get_mut(&id) {
-                    s.base = Some(msg);
-                    s.pending_hops = hops;
-                    s.record_route = record_route;
-                    s.parallel = parallel;
-                }
-                self.try_next_hop(now, id);
+                self.start_forwarding(now, id, msg, hops, parallel, record_route);
             }
         }
+    }
+
+    /// Forwards the request of server transaction `id` to `hops` (16.6).
+    fn start_forwarding(
+        &mut self,
+        now: Instant,
+        id: u64,
+        mut msg: SipMessage,
+        hops: VecDeque<Hop>,
+        parallel: bool,
+        record_route: bool,
+    ) {
+        // 16.6 step 3: Max-Forwards.
+        let mf = msg.max_forwards().ok().flatten().unwrap_or(70);
+        msg.set_header(
+            HeaderName::MaxForwards,
+            &mf.saturating_sub(1).min(70).to_string(),
+        );
+        if let Some(s) = self.servers.get_mut(&id) {
+            s.base = Some(msg);
+            s.pending_hops = hops;
+            s.record_route = record_route;
+            s.parallel = parallel;
+        }
+        self.try_next_hop(now, id);
     }
 
     /// Loop detection (16.3 step 4): a Via of ours whose branch carries the same loop hash.
@@ -782,14 +822,26 @@ impl Proxy {
                 }
             }
         }
-        // Consume our own Route entries (both of a double Record-Route).
+        // Consume our own Route entries (both of a double Record-Route), collecting the flows
+        // their tokens designate (Record-Route `ft`/`ft2` parameters, Path user part).
         let mut hint: Option<ListenerId> = None;
+        let mut flows: Vec<Source> = Vec::new();
         loop {
             let own = match msg.routes() {
-                Ok(r) => r
-                    .first()
-                    .and_then(|na| na.parse_uri().ok())
-                    .and_then(|u| self.local.own_listener_for(&u)),
+                Ok(r) => r.first().and_then(|na| na.parse_uri().ok()).and_then(|u| {
+                    let l = self.local.own_listener_for(&u)?;
+                    let tokens = [
+                        u.user,
+                        u.params.get("ft").flatten(),
+                        u.params.get("ft2").flatten(),
+                    ];
+                    for t in tokens.into_iter().flatten() {
+                        if let Some(f) = self.flow_tokens.decode(t) {
+                            flows.push(f);
+                        }
+                    }
+                    Some(l)
+                }),
                 Err(_) => return Plan::Reply(400, "Bad Route"),
             };
             match own {
@@ -823,6 +875,32 @@ impl Proxy {
             Ok(r) => r.first().map(|na| na.uri.to_string()),
             Err(_) => return Plan::Reply(400, "Bad Route"),
         };
+        // Our Route entries named the flow of the other party (NAT traversal for in-dialog
+        // requests, Path-routed requests to a client): deliver over it.
+        if top_route.is_none() {
+            let same = |f: &Source| {
+                f.listener == src.listener && f.remote == src.remote && f.conn == src.conn
+            };
+            if let Some(flow) = flows.iter().find(|f| !same(f)).copied() {
+                let fallback = msg
+                    .request_uri()
+                    .and_then(|u| SipUri::parse(u).ok())
+                    .map(|u| uri_destination(&u).0);
+                let destination = match (flow.transport, fallback) {
+                    (Transport::Udp, _) | (_, None) => Destination::Addr(flow.remote),
+                    (_, Some(d)) => d,
+                };
+                let mut hop = Hop::to(destination, flow.transport, flow.listener);
+                hop.flow = Some(FlowTarget {
+                    conn: flow.conn,
+                    source: flow,
+                    aor: String::new(),
+                    contact: String::new(),
+                    bound: false,
+                });
+                return Plan::one(hop);
+            }
+        }
         if let Some(route_uri) = top_route {
             let Ok(uri) = SipUri::parse(&route_uri) else {
                 return Plan::Reply(400, "Bad Route");
@@ -858,6 +936,9 @@ impl Proxy {
         };
         let uri_is_ours = self.local.own_listener_for(&uri).is_some();
 
+        if !in_dialog && *method == Method::Register && self.upstream_registrar.is_some() {
+            return Plan::RegisterUpstream;
+        }
         if !in_dialog && uri_is_ours {
             if let Some(plan) = self.plan_local_domain(now, msg, &uri, method) {
                 return plan;
@@ -954,6 +1035,27 @@ impl Proxy {
             }
             return Some(Plan::Register(aor_key(to_uri.user)));
         }
+        // A Contact we registered upstream on a client's behalf.
+        if let Some(b) = uri
+            .user
+            .filter(|u| u.starts_with(TOKEN_PREFIX))
+            .and_then(|u| self.reg_cache.get(u))
+        {
+            let mut hop = Hop::to(
+                Destination::Addr(b.flow.remote),
+                b.flow.transport,
+                b.flow.listener,
+            );
+            hop.request_uri = Some(b.contact_uri.clone());
+            hop.flow = Some(FlowTarget {
+                conn: b.flow.conn,
+                source: b.flow,
+                aor: b.aor.clone(),
+                contact: b.contact_uri.clone(),
+                bound: true,
+            });
+            return Some(Plan::one(hop));
+        }
         let aor = aor_key(uri.user);
         let bindings = self.registrar.lookup(now, &aor);
         if bindings.is_empty() {
@@ -970,8 +1072,10 @@ impl Proxy {
                 hop.request_uri = Some(b.uri.clone());
                 hop.flow = Some(FlowTarget {
                     conn: b.flow.conn,
+                    source: b.flow,
                     aor: aor.clone(),
                     contact: b.uri,
+                    bound: true,
                 });
                 hop
             })
@@ -1112,21 +1216,40 @@ impl Proxy {
             return false;
         };
         if record_route {
+            // Flow tokens let in-dialog requests reach each party over its flow (NAT).
+            let ingress_token = self
+                .servers
+                .get(&server)
+                .filter(|_| {
+                    self.settings
+                        .policies
+                        .get(&ingress_l.interface)
+                        .is_some_and(|p| p.nat_fixing)
+                })
+                .map(|s| self.flow_tokens.encode(&s.source));
+            let egress_token = hop
+                .flow
+                .as_ref()
+                .map(|f| self.flow_tokens.encode(&f.source));
             let double =
                 ingress_l.interface != egress.interface || ingress_l.transport != egress.transport;
             if double {
                 msg.insert_before_first(
                     HeaderName::RecordRoute,
-                    &record_route_value(&ingress_l, true),
+                    &record_route_value(&ingress_l, true, &[ingress_token.as_deref()]),
                 );
                 msg.insert_before_first(
                     HeaderName::RecordRoute,
-                    &record_route_value(&egress, true),
+                    &record_route_value(&egress, true, &[egress_token.as_deref()]),
                 );
             } else {
                 msg.insert_before_first(
                     HeaderName::RecordRoute,
-                    &record_route_value(&egress, false),
+                    &record_route_value(
+                        &egress,
+                        false,
+                        &[ingress_token.as_deref(), egress_token.as_deref()],
+                    ),
                 );
             }
         }
@@ -1338,6 +1461,7 @@ impl Proxy {
                 ingress: src.listener,
                 loop_hash: 0,
                 parallel: false,
+                reg: None,
             },
         );
         self.server_index.insert(key, id);
@@ -1634,6 +1758,11 @@ impl Proxy {
         if msg.header(HeaderName::Via).is_none() {
             return;
         }
+        if (200..300).contains(&status) {
+            if let Some(ctx) = self.servers.get(&sid).and_then(|s| s.reg.clone()) {
+                self.rewrite_register_ok(now, &ctx, &mut msg);
+            }
+        }
         let payload = msg.to_bytes();
         self.send_response(now, sid, status, payload);
     }
@@ -1707,6 +1836,7 @@ impl Proxy {
                 TimerRef::Client(id) => self.client_timer(now, id),
                 TimerRef::Probe(i) => self.probe(now, i),
                 TimerRef::Housekeeping => {
+                    self.reg_cache.purge(now);
                     if self.registrar.purge(now) > 0 {
                         self.metrics.registrar_bindings(self.registrar.bindings());
                     }
@@ -1906,8 +2036,9 @@ fn client_kind(k: TransactionKind) -> TxKind {
     }
 }
 
-/// Record-Route value for a listener (`r2=on` for the double Record-Route of RFC 5658).
-fn record_route_value(l: &ListenerInfo, r2: bool) -> String {
+/// Record-Route value for a listener (`r2=on` for the double Record-Route of RFC 5658),
+/// with flow tokens as `ft` / `ft2` parameters.
+fn record_route_value(l: &ListenerInfo, r2: bool, tokens: &[Option<&str>]) -> String {
     let mut v = format!("<sip:{}", l.hostport());
     if l.transport != Transport::Udp {
         v.push_str(";transport=");
@@ -1916,7 +2047,12 @@ fn record_route_value(l: &ListenerInfo, r2: bool) -> String {
     if r2 {
         v.push_str(";r2=on");
     }
-    v.push_str(";lr>");
+    v.push_str(";lr");
+    for (i, t) in tokens.iter().flatten().enumerate() {
+        v.push_str(if i == 0 { ";ft=" } else { ";ft2=" });
+        v.push_str(t);
+    }
+    v.push('>');
     v
 }
 

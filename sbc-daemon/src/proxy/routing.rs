@@ -54,19 +54,19 @@ pub struct RouteDecision {
 #[derive(Debug, Default)]
 pub struct Router {
     rules: Vec<Rule>,
+    /// Every trunk with its group name.
+    trunks: Vec<(String, TrunkTarget)>,
 }
 
 impl Router {
     pub fn from_config(cfg: &Config) -> Router {
-        let rules = cfg
-            .routes
+        let trunks: Vec<(String, TrunkTarget)> = cfg
+            .trunks
             .iter()
-            .map(|r| {
-                let members = cfg
-                    .trunks
-                    .iter()
-                    .filter(|t| t.group == r.group)
-                    .map(|t| TrunkTarget {
+            .map(|t| {
+                (
+                    t.group.clone(),
+                    TrunkTarget {
                         name: t.name.clone(),
                         host: t.host.clone(),
                         port: t.port,
@@ -79,7 +79,18 @@ impl Router {
                         listener: t.listener.clone(),
                         weight: t.weight.max(1),
                         priority: t.priority,
-                    })
+                    },
+                )
+            })
+            .collect();
+        let rules = cfg
+            .routes
+            .iter()
+            .map(|r| {
+                let members = trunks
+                    .iter()
+                    .filter(|(g, _)| *g == r.group)
+                    .map(|(_, t)| t.clone())
                     .collect();
                 Rule {
                     name: r.name.clone(),
@@ -92,7 +103,19 @@ impl Router {
                 }
             })
             .collect();
-        Router { rules }
+        Router { rules, trunks }
+    }
+
+    /// The trunks of a group in priority order (e.g. the upstream registrar's).
+    pub fn group(&self, group: &str) -> Vec<TrunkTarget> {
+        let mut t: Vec<TrunkTarget> = self
+            .trunks
+            .iter()
+            .filter(|t| t.0 == group)
+            .map(|t| t.1.clone())
+            .collect();
+        t.sort_by_key(|t| t.priority);
+        t
     }
 
     /// First matching rule, with its trunks in the order they are to be tried.

@@ -154,12 +154,14 @@ fn invite_is_forwarded_with_via_record_route_and_max_forwards() {
     );
     assert_eq!(fwd.max_forwards().unwrap(), Some(69));
     // Crossing from outside to inside: double Record-Route, inside entry on top.
-    assert_eq!(
-        fwd.header_values(HeaderName::RecordRoute),
-        vec![
-            "<sip:core-sbc.example:5080;r2=on;lr>",
-            "<sip:192.0.2.1:5060;r2=on;lr>"
-        ]
+    let rr = fwd.header_values(HeaderName::RecordRoute);
+    assert_eq!(rr.len(), 2);
+    assert_eq!(rr[0], "<sip:core-sbc.example:5080;r2=on;lr>");
+    // The outside entry carries the caller's flow token (NAT traversal for in-dialog requests).
+    assert!(
+        rr[1].starts_with("<sip:192.0.2.1:5060;r2=on;lr;ft="),
+        "{}",
+        rr[1]
     );
     assert_eq!(fwd.header_by_name("X-Custom"), Some("keep me"));
     assert_eq!(fwd.body(), parse_body(&invite("bob", "z9hG4bKc1")));
@@ -544,12 +546,12 @@ fn udp_to_tcp_crossing_uses_tcp_listener_and_transport_in_record_route() {
     assert_eq!(out[1].listener, ListenerId(3));
     let fwd = parse(&out[1]);
     assert!(fwd.top_via().unwrap().transport.eq_ignore_ascii_case("TCP"));
-    assert_eq!(
-        fwd.header_values(HeaderName::RecordRoute),
-        vec![
-            "<sip:198.51.100.1:5060;transport=tcp;r2=on;lr>",
-            "<sip:192.0.2.1:5060;r2=on;lr>"
-        ]
+    let rr = fwd.header_values(HeaderName::RecordRoute);
+    assert_eq!(rr[0], "<sip:198.51.100.1:5060;transport=tcp;r2=on;lr>");
+    assert!(
+        rr[1].starts_with("<sip:192.0.2.1:5060;r2=on;lr;ft="),
+        "{}",
+        rr[1]
     );
     // Over TCP there are no retransmissions; a connection failure fails the call over.
     let tok = out[1].token.unwrap();
@@ -969,4 +971,219 @@ fn options_probing_marks_trunks_down_and_up_and_routing_skips_down_ones() {
         out[1].destination,
         Destination::Addr(TRUNK_A.parse().unwrap())
     );
+}
+
+#[test]
+fn in_dialog_requests_from_the_callee_reach_a_natted_caller_through_its_flow() {
+    let mut p = proxy();
+    let now = Instant::now();
+    // The caller's Via/Contact say 10.0.0.99:5060 but it sends from 203.0.113.50:4444 (NAT).
+    let inv = String::from_utf8(invite("bob", "z9hG4bKnat").to_vec())
+        .unwrap()
+        .replace("192.0.2.2", "10.0.0.99");
+    let nat = Source {
+        listener: ListenerId(0),
+        transport: Transport::Udp,
+        remote: "203.0.113.50:4444".parse().unwrap(),
+        conn: None,
+    };
+    p.handle_message(now, Bytes::from(inv), nat);
+    let out = drain(&mut p);
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr(nat.remote),
+        "100 Trying to the NAT binding"
+    );
+    let fwd = parse(&out[1]);
+    let rr = fwd.header_values(HeaderName::RecordRoute);
+    // The callee hangs up: BYE to the caller's (private) Contact along the Record-Route set.
+    let bye = format!(
+        "BYE sip:alice@10.0.0.99:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3:5060;branch=z9hG4bKcalleebye\r\n\
+         Route: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=u1\r\n\
+         To: <sip:alice@example.com>;tag=a1\r\nCall-ID: call-z9hG4bKnat@10.0.0.99\r\nCSeq: 1 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        rr[0], rr[1]
+    );
+    let bye_bytes = Bytes::from(bye);
+    if let Err(e) = SipMessage::parse(bye_bytes.clone()) {
+        panic!("test BYE does not parse: {e}");
+    }
+    p.handle_message(now, bye_bytes, from_core(TRUNK_A));
+    let out = drain(&mut p);
+    assert_eq!(
+        out.len(),
+        1,
+        "{:?}",
+        out.iter()
+            .map(|t| String::from_utf8_lossy(&t.payload).to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr(nat.remote),
+        "BYE goes to the NAT binding, not 10.0.0.99"
+    );
+    assert_eq!(out[0].listener, ListenerId(0));
+    let fwd_bye = parse(&out[0]);
+    assert_eq!(fwd_bye.request_uri(), Some("sip:alice@10.0.0.99:5060"));
+    // A forged token is ignored (the request then follows its Request-URI).
+    let forged = rr[1].replace("ft=0", "ft=1");
+    let bye2 = format!(
+        "BYE sip:alice@10.0.0.99:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.3:5060;branch=z9hG4bKcalleebye2\r\n\
+         Route: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=u1\r\n\
+         To: <sip:alice@example.com>;tag=a1\r\nCall-ID: call-z9hG4bKnat@10.0.0.99\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+        rr[0], forged
+    );
+    p.handle_message(now, Bytes::from(bye2), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr("10.0.0.99:5060".parse().unwrap())
+    );
+}
+
+/// A registrar's 200 OK: the request's Contacts with their expiry.
+fn registrar_ok(req: &SipMessage) -> Bytes {
+    let base = String::from_utf8(respond(req, 200, "reg").to_vec()).unwrap();
+    let contacts: String = req
+        .header_values(HeaderName::Contact)
+        .iter()
+        .map(|c| format!("Contact: {c}\r\n"))
+        .collect();
+    Bytes::from(base.replace(
+        "Content-Length: 0\r\n",
+        &format!("{contacts}Content-Length: 0\r\n"),
+    ))
+}
+
+fn upstream_proxy(mode: &str) -> (Proxy, Arc<Metrics>) {
+    let cfg_text = CONFIG.replace(
+        "  - name: inside\n",
+        "    policy: { registration_client_expires: 60, registration_upstream_expires: 3600 }\n  - name: inside\n",
+    ) + &format!("registrar:\n  upstream: core\n  mode: {mode}\n");
+    let cfg = match portcullis_config::load_str(&cfg_text, "up.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}\n{cfg_text}"),
+    };
+    let metrics = Arc::new(Metrics::new(&["outside".into(), "inside".into()]));
+    (Proxy::new(&cfg, metrics.clone()), metrics)
+}
+
+#[test]
+fn registration_proxy_hides_contact_throttles_and_routes_calls_to_the_flow() {
+    let (mut p, metrics) = upstream_proxy("contact");
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("carol", "sip:carol@10.1.1.5:5060", 3600, 1, "rc"),
+        phone,
+    );
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].destination,
+        Destination::Addr(TRUNK_A.parse().unwrap())
+    );
+    let up = parse(&out[0]);
+    let contact = up.header(HeaderName::Contact).unwrap().to_string();
+    assert!(
+        contact.starts_with("<sip:rg") && contact.contains("@core-sbc.example:5080>"),
+        "{contact}"
+    );
+    assert!(contact.ends_with(";expires=3600"), "{contact}");
+    assert!(
+        !contact.contains("10.1.1.5"),
+        "the client's Contact is hidden"
+    );
+    // The registrar accepts for 3600 s; the phone is told 60 s and sees its own Contact.
+    p.handle_message(now, registrar_ok(&up), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    let ok = parse(&out[0]);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(out[0].destination, Destination::Addr(phone.remote));
+    assert_eq!(
+        ok.header(HeaderName::Contact),
+        Some("<sip:carol@10.1.1.5:5060>;expires=60")
+    );
+    // Ten refreshes inside the upstream window are answered by the SBC.
+    for i in 0..10u32 {
+        let t = now + Duration::from_secs(50 * u64::from(i + 1));
+        p.handle_message(
+            t,
+            register("carol", "sip:carol@10.1.1.5:5060", 3600, 2 + i, "rc"),
+            phone,
+        );
+        let out = drain(&mut p);
+        assert_eq!(out.len(), 1, "refresh {i} answered locally");
+        assert_eq!(out[0].destination, Destination::Addr(phone.remote));
+        assert_eq!(status_of(&out[0]), Some(200));
+    }
+    let m = metrics.encode();
+    assert!(
+        m.contains("sbc_registrations_total{reason=\"cached\"} 10"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sbc_registrations_total{reason=\"forwarded\"} 1"),
+        "{m}"
+    );
+    // A call from the core to the SBC-owned Contact reaches the phone over its flow.
+    let token = contact
+        .trim_start_matches("<sip:")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let inv = String::from_utf8(invite("x", "z9hG4bKin1").to_vec())
+        .unwrap()
+        .replace(
+            "INVITE sip:x@example.com",
+            &format!("INVITE sip:{token}@core-sbc.example:5080"),
+        );
+    p.handle_message(now, Bytes::from(inv), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    let fwd = parse(&out[1]);
+    assert_eq!(out[1].destination, Destination::Addr(phone.remote));
+    assert_eq!(fwd.request_uri(), Some("sip:carol@10.1.1.5:5060"));
+}
+
+#[test]
+fn registration_proxy_path_mode_adds_path_and_routes_by_it() {
+    let (mut p, _) = upstream_proxy("path");
+    let now = Instant::now();
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("dora", "sip:dora@10.1.1.8:5060", 3600, 1, "rp"),
+        phone,
+    );
+    let up = parse(&drain(&mut p)[0]);
+    let path = up.header(HeaderName::Path).unwrap().to_string();
+    assert!(
+        path.starts_with("<sip:") && path.contains("@core-sbc.example:5080;lr>"),
+        "{path}"
+    );
+    assert_eq!(
+        up.header(HeaderName::Contact),
+        Some("<sip:dora@10.1.1.8:5060>;expires=3600")
+    );
+    p.handle_message(now, registrar_ok(&up), from_core(TRUNK_A));
+    let ok = parse(&drain(&mut p)[0]);
+    assert_eq!(
+        ok.header(HeaderName::Contact),
+        Some("<sip:dora@10.1.1.8:5060>;expires=60")
+    );
+    // The registrar routes a call to the client with the Path as a pre-loaded Route.
+    let inv = String::from_utf8(invite("x", "z9hG4bKin2").to_vec())
+        .unwrap()
+        .replace(
+            "INVITE sip:x@example.com SIP/2.0\r\n",
+            &format!("INVITE sip:dora@10.1.1.8:5060 SIP/2.0\r\nRoute: {path}\r\n"),
+        );
+    p.handle_message(now, Bytes::from(inv), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    assert_eq!(out[1].destination, Destination::Addr(phone.remote));
+    assert_eq!(parse(&out[1]).request_uri(), Some("sip:dora@10.1.1.8:5060"));
 }

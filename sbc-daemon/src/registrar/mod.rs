@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod location;
+pub mod upstream;
 
 use std::time::Instant;
 

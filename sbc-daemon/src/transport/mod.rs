@@ -6,6 +6,7 @@
 //! - [`tcp`]: TCP listeners, outbound connections, Content-Length framing, CRLF keepalives.
 //! - [`flows`]: the connection table: reuse of existing connections per peer, idle timeout.
 
+pub mod flow_token;
 pub mod flows;
 pub mod tcp;
 pub mod udp;
