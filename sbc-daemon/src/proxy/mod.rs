@@ -23,6 +23,7 @@ pub mod local;
 pub mod probing;
 mod registration;
 pub mod routing;
+mod topology;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -195,6 +196,10 @@ struct ServerEntry {
     parallel: bool,
     /// A REGISTER proxied to the upstream registrar.
     reg: Option<RegContext>,
+    /// Vias of the request, removed when it was sent to a topology-hiding interface.
+    hidden_vias: Option<Vec<String>>,
+    /// The Record-Route set as it would have been sent without topology hiding.
+    full_rr: Option<Vec<String>>,
 }
 
 struct ClientEntry {
@@ -247,6 +252,7 @@ pub struct Proxy {
     reg_cache: RegistrationCache,
     /// Trunk group and mode of the upstream registrar, when REGISTERs are proxied.
     upstream_registrar: Option<(String, portcullis_config::RegistrationMode)>,
+    hidden: topology::HiddenDialogs,
 }
 
 enum Plan {
@@ -331,6 +337,7 @@ impl Proxy {
                 .upstream
                 .clone()
                 .map(|g| (g, cfg.registrar.mode)),
+            hidden: topology::HiddenDialogs::default(),
         }
     }
 
@@ -703,6 +710,8 @@ impl Proxy {
             loop_hash,
             parallel: false,
             reg: None,
+            hidden_vias: None,
+            full_rr: None,
         };
         self.servers.insert(id, entry);
         self.server_index.insert(key, id);
@@ -713,6 +722,7 @@ impl Proxy {
 
         // Route preprocessing and target selection.
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        self.unhide_request(now, &mut msg);
         match self.plan(now, &mut msg, &src, in_dialog, &method) {
             Plan::Reply(code, reason) => {
                 if code == 200 && method == Method::Options {
@@ -1253,6 +1263,9 @@ impl Proxy {
                 );
             }
         }
+        if egress.interface != ingress_l.interface && self.hides(&egress.interface) {
+            self.hide_request(now, server, &mut msg, &egress);
+        }
         let id = self.next_id();
         let branch = format!("{BRANCH_PREFIX}{loop_hash:016x}.{:x}{:x}", self.nonce, id);
         let via = format!(
@@ -1364,6 +1377,7 @@ impl Proxy {
             _ => {}
         }
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        self.unhide_request(now, &mut msg);
         let Plan::Forward { mut hops, .. } =
             self.plan(now, &mut msg, &src, in_dialog, &Method::Ack)
         else {
@@ -1390,6 +1404,10 @@ impl Proxy {
             "{BRANCH_PREFIX}{:016x}.a",
             fnv1a(&[incoming.as_bytes(), &self.nonce.to_be_bytes()])
         );
+        let ingress_iface = self.iface_name(src.listener).to_string();
+        if egress.interface != ingress_iface && self.hides(&egress.interface) {
+            msg.remove_headers(HeaderName::Via);
+        }
         let via = format!(
             "SIP/2.0/{} {};branch={}",
             hop.transport.via_token(),
@@ -1462,6 +1480,8 @@ impl Proxy {
                 loop_hash: 0,
                 parallel: false,
                 reg: None,
+                hidden_vias: None,
+                full_rr: None,
             },
         );
         self.server_index.insert(key, id);
@@ -1643,7 +1663,7 @@ impl Proxy {
                 return;
             }
             if let Some(sid) = server {
-                self.forward_response(now, sid, msg, status);
+                self.forward_response(now, sid, msg, status, src.listener);
             }
             return;
         }
@@ -1661,7 +1681,7 @@ impl Proxy {
                         self.cancel_branch(now, b);
                     }
                 }
-                self.forward_response(now, sid, msg, status);
+                self.forward_response(now, sid, msg, status, src.listener);
             }
             return;
         }
@@ -1673,9 +1693,11 @@ impl Proxy {
         };
         self.branch_done(sid, cid);
         msg.pop_first_value(HeaderName::Via);
+        self.restore_response(sid, &mut msg);
         if msg.header(HeaderName::Via).is_none() {
             return;
         }
+        self.hide_response_if_needed(now, sid, &mut msg, src.listener);
         let failover = status == 408 || (500..600).contains(&status);
         self.record_best(sid, BestResponse::Received(status, Box::new(msg)));
         if status >= 600 {
@@ -1753,11 +1775,20 @@ impl Proxy {
     }
 
     /// Forwards a provisional or 2xx response upstream (16.7 steps 8-9).
-    fn forward_response(&mut self, now: Instant, sid: u64, mut msg: SipMessage, status: u16) {
+    fn forward_response(
+        &mut self,
+        now: Instant,
+        sid: u64,
+        mut msg: SipMessage,
+        status: u16,
+        from: ListenerId,
+    ) {
         msg.pop_first_value(HeaderName::Via);
+        self.restore_response(sid, &mut msg);
         if msg.header(HeaderName::Via).is_none() {
             return;
         }
+        self.hide_response_if_needed(now, sid, &mut msg, from);
         if (200..300).contains(&status) {
             if let Some(ctx) = self.servers.get(&sid).and_then(|s| s.reg.clone()) {
                 self.rewrite_register_ok(now, &ctx, &mut msg);
@@ -1765,6 +1796,28 @@ impl Proxy {
         }
         let payload = msg.to_bytes();
         self.send_response(now, sid, status, payload);
+    }
+
+    /// Hides the topology in a response going back out on a hiding interface that came from
+    /// another one.
+    fn hide_response_if_needed(
+        &mut self,
+        now: Instant,
+        sid: u64,
+        msg: &mut SipMessage,
+        from: ListenerId,
+    ) {
+        let Some(x) = self
+            .servers
+            .get(&sid)
+            .and_then(|s| self.local.listener(s.source.listener))
+            .cloned()
+        else {
+            return;
+        };
+        if self.iface_name(from) != x.interface && self.hides(&x.interface) {
+            self.hide_response(now, msg, &x);
+        }
     }
 
     /// A response with no transaction (2xx retransmission after the transaction ended):
@@ -1837,6 +1890,7 @@ impl Proxy {
                 TimerRef::Probe(i) => self.probe(now, i),
                 TimerRef::Housekeeping => {
                     self.reg_cache.purge(now);
+                    self.hidden.purge(now);
                     if self.registrar.purge(now) > 0 {
                         self.metrics.registrar_bindings(self.registrar.bindings());
                     }

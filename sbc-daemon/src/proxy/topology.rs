@@ -1,0 +1,277 @@
+//! Topology hiding (S-05, S-07), per interface: nothing of another interface's topology is
+//! sent on an interface whose policy has `topology_hiding`. For a message leaving on such an
+//! interface X that came from another interface Y:
+//!
+//! - requests carry only our Via (the others are kept in the server transaction and put
+//!   back on the responses), only our X-side Record-Route (the full set is kept and put back
+//!   on the responses going to Y), and a Contact replaced by an SBC URI on X carrying a
+//!   dialog token;
+//! - responses carry only the Record-Route entries of X's side and our X-side entry, and a
+//!   Contact replaced by a dialog-token URI;
+//! - requests that come back from X to a dialog-token URI get the real Y Contact as
+//!   Request-URI and the Y-side route set as Route headers.
+//!
+//! SDP `o=`/`c=` are rewritten by the media engine when media is anchored. Call-ID masking
+//! is not implemented yet.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use portcullis_sip::{HeaderName, NameAddr, SipMessage, SipUri};
+
+use super::addressing::ListenerInfo;
+use super::Proxy;
+use crate::transport::Transport;
+
+/// Prefix of dialog tokens (user part of the SBC URIs that replace hidden Contacts).
+pub(super) const DIALOG_PREFIX: &str = "dg";
+
+/// How long an idle hidden dialog is remembered.
+const DIALOG_IDLE: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Debug, Clone)]
+pub(super) struct HiddenDialog {
+    /// The hidden party's real Contact URI.
+    contact: String,
+    /// Route set from the SBC toward the hidden party (beyond our own entries).
+    route: Vec<String>,
+    last_used: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct HiddenDialogs {
+    by_token: HashMap<String, HiddenDialog>,
+    by_key: HashMap<(String, String), String>,
+}
+
+impl HiddenDialogs {
+    fn token_for(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        contact: &str,
+        route: Vec<String>,
+    ) -> String {
+        let key = (call_id.to_string(), contact.to_string());
+        if let Some(t) = self.by_key.get(&key) {
+            if let Some(d) = self.by_token.get_mut(t) {
+                d.last_used = now;
+                if !route.is_empty() {
+                    d.route = route;
+                }
+                return t.clone();
+            }
+        }
+        let t = format!("{DIALOG_PREFIX}{:016x}", rand::random::<u64>());
+        self.by_token.insert(
+            t.clone(),
+            HiddenDialog {
+                contact: contact.to_string(),
+                route,
+                last_used: now,
+            },
+        );
+        self.by_key.insert(key, t.clone());
+        t
+    }
+
+    pub(super) fn purge(&mut self, now: Instant) {
+        self.by_token.retain(|_, d| d.last_used + DIALOG_IDLE > now);
+        let live = &self.by_token;
+        self.by_key.retain(|_, t| live.contains_key(t));
+    }
+}
+
+/// The URI of a Record-Route/Route value.
+fn value_uri(v: &str) -> Option<String> {
+    NameAddr::parse(v, "Record-Route")
+        .ok()
+        .map(|na| na.uri.to_string())
+}
+
+impl Proxy {
+    pub(super) fn hides(&self, iface: &str) -> bool {
+        self.settings
+            .policies
+            .get(iface)
+            .is_some_and(|p| p.topology_hiding)
+    }
+
+    /// Index of our Record-Route entry for an interface other than `x_iface`.
+    fn own_entry_not_on(&self, rr: &[String], x_iface: &str) -> Option<usize> {
+        rr.iter().position(|v| {
+            value_uri(v)
+                .and_then(|u| {
+                    let parsed = SipUri::parse(&u).ok()?;
+                    self.local.own_listener_for(&parsed)
+                })
+                .and_then(|l| self.local.listener(l))
+                .is_some_and(|l| l.interface != x_iface)
+        })
+    }
+
+    /// The SBC URI on `x` that stands for a hidden Contact.
+    fn token_contact(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        na: &NameAddr<'_>,
+        route: Vec<String>,
+        x: &ListenerInfo,
+    ) -> String {
+        let token = self.hidden.token_for(now, call_id, na.uri, route);
+        let transport = if x.transport == Transport::Udp {
+            String::new()
+        } else {
+            format!(";transport={}", x.transport.param())
+        };
+        let params = na.params.as_str();
+        format!("<sip:{token}@{}{transport}>{params}", x.hostport())
+    }
+
+    /// A request about to leave on hiding interface `x` (from another interface): strips
+    /// Vias (kept by server transaction `server`), Record-Routes other than ours on `x`
+    /// (the full set is kept too) and hides the Contact. Call before our Via is added.
+    pub(super) fn hide_request(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &mut SipMessage,
+        x: &ListenerInfo,
+    ) {
+        let vias: Vec<String> = msg
+            .header_values(HeaderName::Via)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rr: Vec<String> = msg
+            .header_values(HeaderName::RecordRoute)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        msg.remove_headers(HeaderName::Via);
+        let mut route_to_y = Vec::new();
+        // When we record-routed, rr[0] is our X-side entry (inserted last) and the Y side's
+        // entries follow our Y-side one.
+        let ours_first = rr
+            .first()
+            .and_then(|v| value_uri(v))
+            .and_then(|u| {
+                SipUri::parse(&u)
+                    .ok()
+                    .and_then(|p| self.local.own_listener_for(&p))
+            })
+            .and_then(|l| self.local.listener(l))
+            .is_some_and(|l| l.interface == x.interface);
+        if !rr.is_empty() {
+            if let Some(y) = self.own_entry_not_on(&rr, &x.interface) {
+                route_to_y = rr[y + 1..].to_vec();
+            }
+            msg.remove_headers(HeaderName::RecordRoute);
+            if ours_first {
+                msg.insert_before_first(HeaderName::RecordRoute, &rr[0]);
+            }
+        }
+        if let Some(s) = self.servers.get_mut(&server) {
+            s.hidden_vias = Some(vias);
+            if ours_first {
+                s.full_rr = Some(rr);
+            }
+        }
+        self.hide_contact(now, msg, route_to_y, x);
+    }
+
+    fn hide_contact(
+        &mut self,
+        now: Instant,
+        msg: &mut SipMessage,
+        route_to_y: Vec<String>,
+        x: &ListenerInfo,
+    ) {
+        let call_id = msg.call_id().unwrap_or("").to_string();
+        let Some(contact) = msg
+            .header_values(HeaderName::Contact)
+            .first()
+            .map(|s| s.to_string())
+        else {
+            return;
+        };
+        let Ok(na) = NameAddr::parse(&contact, "Contact") else {
+            return;
+        };
+        let hidden = self.token_contact(now, &call_id, &na, route_to_y, x);
+        msg.remove_headers(HeaderName::Contact);
+        msg.set_header(HeaderName::Contact, &hidden);
+    }
+
+    /// A response to a hidden request, on its way back to the other side: its Vias and
+    /// full Record-Route set are put back.
+    pub(super) fn restore_response(&self, sid: u64, msg: &mut SipMessage) {
+        let Some(s) = self.servers.get(&sid) else {
+            return;
+        };
+        if let Some(vias) = &s.hidden_vias {
+            msg.remove_headers(HeaderName::Via);
+            for v in vias.iter().rev() {
+                msg.prepend_header(HeaderName::Via, v);
+            }
+        }
+        if let Some(rr) = &s.full_rr {
+            if msg.header(HeaderName::RecordRoute).is_some() {
+                msg.remove_headers(HeaderName::RecordRoute);
+                for v in rr.iter().rev() {
+                    msg.insert_before_first(HeaderName::RecordRoute, v);
+                }
+            }
+        }
+    }
+
+    /// A response about to leave on hiding interface `x` that came from another interface:
+    /// Record-Route entries of the other side removed, Contact hidden.
+    pub(super) fn hide_response(&mut self, now: Instant, msg: &mut SipMessage, x: &ListenerInfo) {
+        let rr: Vec<String> = msg
+            .header_values(HeaderName::RecordRoute)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut route_to_y = Vec::new();
+        if let Some(y) = self.own_entry_not_on(&rr, &x.interface) {
+            // Entries before ours were added on the Y side; the route toward Y visits them
+            // nearest first.
+            route_to_y = rr[..y].iter().rev().cloned().collect();
+            msg.remove_headers(HeaderName::RecordRoute);
+            for v in rr[y + 1..].iter().rev() {
+                msg.insert_before_first(HeaderName::RecordRoute, v);
+            }
+        }
+        self.hide_contact(now, msg, route_to_y, x);
+    }
+
+    /// A request to a dialog-token URI: the real Contact becomes the Request-URI and the
+    /// route set toward it is appended to the Route set (after our own entries, which the
+    /// routing step consumes). Returns true if the request was one.
+    pub(super) fn unhide_request(&mut self, now: Instant, msg: &mut SipMessage) -> bool {
+        let token = msg
+            .request_uri()
+            .and_then(|u| SipUri::parse(u).ok())
+            .and_then(|u| u.user.map(str::to_string))
+            .filter(|u| u.starts_with(DIALOG_PREFIX));
+        let Some(d) = token.and_then(|t| self.hidden.by_token.get_mut(&t)) else {
+            return false;
+        };
+        d.last_used = now;
+        let contact = d.contact.clone();
+        let route = d.route.clone();
+        msg.set_request_uri(&contact);
+        if !route.is_empty() {
+            let mut routes: Vec<String> = msg
+                .header_values(HeaderName::Route)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            routes.extend(route);
+            super::rewrite_routes(msg, &routes);
+        }
+        true
+    }
+}
