@@ -1366,7 +1366,7 @@ fn topology_hiding_outside_caller_sees_only_sbc_addresses_in_responses() {
             .iter()
             .map(|s| s.to_string()),
     );
-    let mut ok = format!("SIP/2.0 200 OK\r\n");
+    let mut ok = "SIP/2.0 200 OK\r\n".to_string();
     for v in fwd.header_values(HeaderName::Via) {
         ok.push_str(&format!("Via: {v}\r\n"));
     }
