@@ -522,7 +522,9 @@ const REGISTRAR_KEYS: &[&str] = &[
     "users",
     "upstream",
     "mode",
+    "keepalive",
 ];
+const KEEPALIVE_KEYS: &[&str] = &["method", "interval_s", "max_failures"];
 const USER_KEYS: &[&str] = &["user", "password"];
 const LOGGING_KEYS: &[&str] = &["level", "format"];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -639,6 +641,17 @@ fn registrar(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> Registrar {
         r.mode,
         one_of(&RegistrationMode::ALL, RegistrationMode::as_str),
     );
+    let (kp, kn) = cx.get(&f, "keepalive");
+    if let Some(k) = cx.fields(kn, &kp, KEEPALIVE_KEYS) {
+        r.keepalive.method = cx.or(
+            &k,
+            "method",
+            r.keepalive.method,
+            one_of(&KeepaliveMethod::ALL, KeepaliveMethod::as_str),
+        );
+        r.keepalive.interval_s = cx.or(&k, "interval_s", 30, u64_range(1, 3600));
+        r.keepalive.max_failures = cx.or(&k, "max_failures", 3, u32_range(1, 100));
+    }
     for (p, n) in cx.list(&f, "users") {
         let Some(u) = cx.fields(Some(n), &p, USER_KEYS) else {
             continue;

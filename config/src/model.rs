@@ -123,6 +123,54 @@ pub struct Registrar {
     /// Contact is replaced by an SBC URI carrying a flow token) or `path` (RFC 3327: a Path
     /// header with the token is added). Default contact.
     pub mode: RegistrationMode,
+    /// Keepalives toward registered clients behind NAT (UDP).
+    pub keepalive: Keepalive,
+}
+
+/// NAT keepalives toward registered UDP clients detected behind NAT (S-10).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Keepalive {
+    /// options (an OPTIONS request; unanswered ones count as failures), crlf (a CRLF
+    /// datagram that only refreshes the NAT binding) or none. Default options.
+    pub method: KeepaliveMethod,
+    /// Seconds between keepalives. Default 30.
+    pub interval_s: u64,
+    /// Failed OPTIONS keepalives in a row after which the client's bindings are dropped.
+    /// Default 3.
+    pub max_failures: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            method: KeepaliveMethod::Options,
+            interval_s: 30,
+            max_failures: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveMethod {
+    Options,
+    Crlf,
+    None,
+}
+
+impl KeepaliveMethod {
+    pub const ALL: [KeepaliveMethod; 3] = [
+        KeepaliveMethod::Options,
+        KeepaliveMethod::Crlf,
+        KeepaliveMethod::None,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeepaliveMethod::Options => "options",
+            KeepaliveMethod::Crlf => "crlf",
+            KeepaliveMethod::None => "none",
+        }
+    }
 }
 
 /// See [`Registrar::mode`].
@@ -154,6 +202,7 @@ impl Default for Registrar {
             users: Vec::new(),
             upstream: None,
             mode: RegistrationMode::Contact,
+            keepalive: Keepalive::default(),
         }
     }
 }

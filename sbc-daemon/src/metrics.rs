@@ -137,6 +137,9 @@ pub struct Metrics {
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
     registrations: Family<ReasonLabel, Counter>,
+    nat_detected: Family<IfaceLabel, Counter>,
+    alg_suspected: Family<IfaceLabel, Counter>,
+    keepalive_failures: Counter,
 }
 
 impl Metrics {
@@ -156,6 +159,24 @@ impl Metrics {
         let dead_flows = Counter::default();
         let trunk_up = Family::<TrunkLabel, Gauge>::default();
         let registrations = Family::<ReasonLabel, Counter>::default();
+        let nat_detected = Family::<IfaceLabel, Counter>::default();
+        let alg_suspected = Family::<IfaceLabel, Counter>::default();
+        let keepalive_failures = Counter::default();
+        registry.register(
+            "sbc_nat_detected",
+            "Requests from clients detected behind NAT (Via or Contact differs from the source)",
+            nat_detected.clone(),
+        );
+        registry.register(
+            "sbc_nat_alg_suspected",
+            "Requests whose Via matches the public source while Contact or SDP stay private (a SIP ALG rewrote part of the message)",
+            alg_suspected.clone(),
+        );
+        registry.register(
+            "sbc_nat_keepalive_failures",
+            "NAT keepalive OPTIONS left unanswered",
+            keepalive_failures.clone(),
+        );
         registry.register(
             "sbc_registrations",
             "REGISTERs for the upstream registrar: reason=forwarded (sent upstream) or cached (refresh answered by the SBC)",
@@ -286,6 +307,9 @@ impl Metrics {
             dead_flows,
             trunk_up,
             registrations,
+            nat_detected,
+            alg_suspected,
+            keepalive_failures,
         }
     }
 
@@ -386,6 +410,26 @@ impl Metrics {
                 reason: if cached { "cached" } else { "forwarded" }.to_string(),
             })
             .inc();
+    }
+
+    pub fn nat_detected(&self, iface: &str) {
+        self.nat_detected
+            .get_or_create(&IfaceLabel {
+                interface: iface.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn alg_suspected(&self, iface: &str) {
+        self.alg_suspected
+            .get_or_create(&IfaceLabel {
+                interface: iface.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn keepalive_failure(&self) {
+        self.keepalive_failures.inc();
     }
 
     pub fn dead_flow(&self) {

@@ -7,22 +7,21 @@
 //! walks the overlay, copying every untouched span verbatim (original terminators, folding
 //! and compact names included); with no edits it returns the raw bytes without copying.
 //! An edited or new line is written as `name: value` CRLF, keeping the name as written
-//! (a compact `v:` stays `v:`).
+//! (a compact `v:` stays `v:`). Values passed to the edit methods are written as given:
+//! they must not contain line breaks other than folding (CRLF followed by SP or HT).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::header::{split_commas, HeaderName};
+use crate::header::{expand_compact, split_commas, HeaderName};
 use crate::message::{Line, SipMessage, StartLine};
 
 /// First top-level value of a header value and the remainder after its comma (trimmed).
 fn split_first(value: &str) -> Option<(&str, &str)> {
     let mut it = split_commas(value);
     let first = it.next()?;
-    let end = first.as_ptr() as usize - value.as_ptr() as usize + first.len();
-    let rest = value.get(end..).unwrap_or("");
-    let rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
-    let rest = rest.strip_prefix(',').unwrap_or(rest);
-    let rest = rest.trim_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+    let rest = it
+        .remainder()
+        .trim_matches(|c: char| c.is_ascii_whitespace() || c == ',');
     Some((first, rest))
 }
 
@@ -109,6 +108,59 @@ impl SipMessage {
             self.edited = true;
         }
         removed
+    }
+
+    /// Removes every line whose name matches `name` case-insensitively, compact forms
+    /// included (for headers without a [`HeaderName`] variant, e.g. topology hiding of
+    /// `Server` or `P-Asserted-Identity`); returns how many were removed.
+    pub fn remove_headers_by_name(&mut self, name: &str) -> usize {
+        let wanted = expand_compact(name.as_bytes()).unwrap_or(name).to_owned();
+        let before = self.lines.len();
+        let keep: Vec<bool> = self
+            .lines
+            .iter()
+            .map(|l| {
+                let raw = self.header_of(l).raw_name;
+                let canonical = expand_compact(raw.as_bytes()).unwrap_or(raw);
+                !canonical.eq_ignore_ascii_case(&wanted)
+            })
+            .collect();
+        let mut it = keep.into_iter();
+        self.lines.retain(|_| it.next().unwrap_or(true));
+        let removed = before - self.lines.len();
+        if removed > 0 {
+            self.edited = true;
+        }
+        removed
+    }
+
+    /// Replaces the value of the first line called `name` (case-insensitive, compact
+    /// aware; the name is kept as written), or appends `name: value` if absent. Works for
+    /// any header, including those without a [`HeaderName`] variant.
+    pub fn set_header_by_name(&mut self, name: &str, value: &str) {
+        let wanted = expand_compact(name.as_bytes()).unwrap_or(name);
+        let found = self.lines.iter().position(|l| {
+            let raw = self.header_of(l).raw_name;
+            expand_compact(raw.as_bytes())
+                .unwrap_or(raw)
+                .eq_ignore_ascii_case(wanted)
+        });
+        match found {
+            Some(i) => {
+                let h = self.header_of(&self.lines[i]);
+                let (hn, raw_name) = (h.name, h.raw_name.to_owned());
+                self.lines[i] = Line::Owned {
+                    name: hn,
+                    raw_name,
+                    value: value.to_owned(),
+                };
+            }
+            None => {
+                let hn = HeaderName::from_bytes(name.as_bytes());
+                self.lines.push(Self::owned(hn, name, value));
+            }
+        }
+        self.edited = true;
     }
 
     /// Removes the first comma-separated value of the first line of `name` (removing the
@@ -366,6 +418,26 @@ abc";
         assert_eq!(m.header_by_name("x-sbc"), Some("1"));
         m.prepend_header(HeaderName::Other, "ignored");
         assert_eq!(m.headers().count(), names.len());
+    }
+
+    #[test]
+    fn edits_by_name_for_headers_without_a_variant() {
+        let raw =
+            b"OPTIONS sip:x SIP/2.0\r\nServer: pbx 1.0\r\ns: hi\r\nSubject: again\r\nl: 0\r\n\r\n";
+        let mut m = SipMessage::parse(Bytes::from_static(raw)).unwrap();
+        assert_eq!(m.remove_headers_by_name("subject"), 2);
+        assert_eq!(m.remove_headers_by_name("Subject"), 0);
+        m.set_header_by_name("server", "sbc");
+        m.set_header_by_name("X-New", "1");
+        m.set_header_by_name("l", "0");
+        let out = m.to_bytes();
+        assert_eq!(
+            out.as_ref(),
+            b"OPTIONS sip:x SIP/2.0\r\nServer: sbc\r\nl: 0\r\nX-New: 1\r\n\r\n".as_ref()
+        );
+        let again = SipMessage::parse(out).unwrap();
+        assert_eq!(again.header(HeaderName::Server), Some("sbc"));
+        assert_eq!(again.content_length().unwrap(), Some(0));
     }
 
     #[test]

@@ -87,6 +87,9 @@ fn find_content_length(head: &[u8]) -> Result<Option<usize>, ParseError> {
 /// Frames the next unit at the front of `buf` (see [`Framing`]). A header section or a
 /// whole message larger than `max_message_size` is `Invalid(TooLarge)`; a message without
 /// Content-Length is `Invalid(MissingContentLength)`.
+///
+/// Each call scans `buf` from the start (memchr-based), so a peer trickling one byte per
+/// segment costs O(n^2) over a message; `max_message_size` bounds n.
 pub fn frame(buf: &[u8], max_message_size: usize) -> Framing {
     if buf.is_empty() {
         return Framing::Partial;

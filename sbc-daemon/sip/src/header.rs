@@ -111,6 +111,7 @@ pub fn expand_compact(name: &[u8]) -> Option<&'static str> {
 
 impl HeaderName {
     /// Case-insensitive lookup of a raw header name, compact forms included.
+    #[inline]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         use HeaderName::*;
         if name.len() == 1 {
@@ -296,6 +297,13 @@ pub(crate) fn split_commas(value: &str) -> SplitCommas<'_> {
 pub(crate) struct SplitCommas<'a> {
     s: &'a str,
     pos: usize,
+}
+
+impl<'a> SplitCommas<'a> {
+    /// The unsplit text after the element last returned (after its comma).
+    pub(crate) fn remainder(&self) -> &'a str {
+        self.s.get(self.pos..).unwrap_or("")
+    }
 }
 
 impl<'a> Iterator for SplitCommas<'a> {

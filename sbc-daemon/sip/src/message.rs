@@ -77,9 +77,9 @@ impl Line {
 #[derive(Debug, Clone)]
 pub struct SipMessage {
     pub(crate) raw: Bytes,
-    /// Same length as `raw`; `raw` itself when the head is valid UTF-8, otherwise a copy
-    /// whose invalid bytes are replaced by `?` (accessors read text from here).
-    pub(crate) text: Bytes,
+    /// `None` when the head is valid UTF-8 (accessors read `raw`); otherwise a copy of the
+    /// head, same offsets, whose invalid bytes are replaced by `?`.
+    pub(crate) sanitized: Option<Box<[u8]>>,
     pub(crate) start: StartLine,
     /// Offset of the start line (after ignored leading CRLFs).
     pub(crate) start_off: usize,
@@ -271,18 +271,20 @@ impl SipMessage {
             if lines.len() >= MAX_HEADER_LINES {
                 return Err(ParseError::TooLarge);
             }
+            // field-name = token, then *(SP / HTAB) ":" (RFC 3261 7.3.1, HCOLON).
             let line = &b[pos..end];
-            let colon =
-                memchr::memchr(b':', line).ok_or(ParseError::BadHeader { line: line_no })?;
-            let mut name_end = colon;
-            while name_end > 0 && (line[name_end - 1] == b' ' || line[name_end - 1] == b'\t') {
-                name_end -= 1;
+            let name_end = line
+                .iter()
+                .position(|&c| !is_token_char(c))
+                .unwrap_or(line.len());
+            let mut colon = name_end;
+            while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
+                colon += 1;
             }
-            let name_bytes = &line[..name_end];
-            if name_bytes.is_empty() || !name_bytes.iter().all(|&c| is_token_char(c)) {
+            if name_end == 0 || line.get(colon) != Some(&b':') {
                 return Err(ParseError::BadHeader { line: line_no });
             }
-            let name = HeaderName::from_bytes(name_bytes);
+            let name = HeaderName::from_bytes(&line[..name_end]);
             lines.push(Line::Raw(RawLine {
                 name,
                 raw_name: pos..pos + name_end,
@@ -325,16 +327,14 @@ impl SipMessage {
             None => pos..b.len(),
         };
         let head = &b[..separator.start];
-        let text = if head.is_ascii() || std::str::from_utf8(head).is_ok() {
-            raw.clone()
+        let sanitized = if head.is_ascii() || std::str::from_utf8(head).is_ok() {
+            None
         } else {
-            let mut t = sanitize_utf8(&b[..separator.start]);
-            t.extend_from_slice(&b[separator.start..]);
-            Bytes::from(t)
+            Some(sanitize_utf8(head).into_boxed_slice())
         };
         Ok(SipMessage {
             raw,
-            text,
+            sanitized,
             start,
             start_off,
             start_end: sl_end,
@@ -350,10 +350,22 @@ impl SipMessage {
     /// Text of a range of the head (always valid UTF-8; ranges end on ASCII delimiters).
     #[inline]
     pub(crate) fn text_at(&self, r: Range<usize>) -> &str {
-        self.text
-            .get(r)
+        let src: &[u8] = match &self.sanitized {
+            Some(s) => s,
+            None => &self.raw,
+        };
+        src.get(r)
             .and_then(|s| std::str::from_utf8(s).ok())
             .unwrap_or("")
+    }
+
+    /// Value text of a header line.
+    #[inline]
+    pub(crate) fn value_of<'s>(&'s self, l: &'s Line) -> &'s str {
+        match l {
+            Line::Raw(r) => self.text_at(r.value.clone()),
+            Line::Owned { value, .. } => value,
+        }
     }
 
     pub(crate) fn header_of<'s>(&'s self, l: &'s Line) -> Header<'s> {
@@ -435,12 +447,13 @@ impl SipMessage {
         self.lines.iter().map(move |l| self.header_of(l))
     }
 
-    /// Value of the first line of header `name`.
+    /// Value of the first line of header `name`. For headers without a variant use
+    /// [`Self::header_by_name`] (`HeaderName::Other` matches any such header).
     pub fn header(&self, name: HeaderName) -> Option<&str> {
         self.lines
             .iter()
             .find(|l| l.name() == name)
-            .map(|l| self.header_of(l).value)
+            .map(|l| self.value_of(l))
     }
 
     /// Value of the first line whose name matches `name` case-insensitively, compact forms
@@ -463,12 +476,13 @@ impl SipMessage {
     }
 
     /// All values of header `name` across all its lines, in order. List headers (see
-    /// [`HeaderName::is_list`]) are split at top-level commas; other headers yield one
-    /// value per line.
+    /// [`HeaderName::is_list`]) are split at top-level commas (outside quotes and `<>`);
+    /// other headers (From, To, CSeq, the authentication headers, ...) yield one value
+    /// per line.
     pub fn header_values(&self, name: HeaderName) -> Vec<&str> {
         let mut out = Vec::new();
         for l in self.lines.iter().filter(|l| l.name() == name) {
-            let v = self.header_of(l).value;
+            let v = self.value_of(l);
             if name.is_list() {
                 out.extend(split_commas(v));
             } else {
@@ -504,6 +518,21 @@ impl SipMessage {
         match &self.new_body {
             Some(b) => b,
             None => self.raw.get(self.body.clone()).unwrap_or(&[]),
+        }
+    }
+
+    /// The body as a zero-copy [`Bytes`] handle (a slice of the raw message, or the body
+    /// set by [`Self::set_body`]), e.g. to hand SDP to the media engine.
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.new_body {
+            Some(b) => b.clone(),
+            None => {
+                if self.body.end <= self.raw.len() && self.body.start <= self.body.end {
+                    self.raw.slice(self.body.clone())
+                } else {
+                    Bytes::new()
+                }
+            }
         }
     }
 
@@ -728,6 +757,7 @@ v=0\r\n";
         assert_eq!(m.status(), Some(180));
         assert_eq!(m.reason(), Some("Ringing"));
         assert_eq!(m.body(), b"ab");
+        assert_eq!(m.body_bytes(), Bytes::from_static(b"ab"));
         assert_eq!(m.to_bytes().as_ref(), raw);
     }
 

@@ -198,7 +198,8 @@ pub(crate) fn parse_port(p: &str) -> Option<u16> {
 }
 
 /// RFC 3261 `hostname` or `IPv4address`: labels of alphanumerics and '-', separated by
-/// single dots, optional trailing dot.
+/// single dots, optional trailing dot. Leniency: '_' is accepted in labels, because
+/// deployed UAs put host names such as `my_pc` in Via and Contact.
 pub(crate) fn valid_hostname(h: &str) -> bool {
     if h.is_empty() || h.len() > 255 {
         return false;
@@ -209,7 +210,7 @@ pub(crate) fn valid_hostname(h: &str) -> bool {
             !label.is_empty()
                 && label
                     .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

@@ -145,15 +145,22 @@ impl SipMessage {
         }
         self.routes()?;
         self.record_routes()?;
-        if let Some(date) = self.header_by_name("Date") {
-            check_sip_date(date)?;
-        }
         if let (Some(declared), actual) = (self.content_length()?, self.body().len()) {
             if declared != actual {
                 return Err(ParseError::ContentLengthMismatch { declared, actual });
             }
         }
         Ok(())
+    }
+
+    /// Checks the Date header, if present, against RFC 3261 20.17 (`rfc1123-date` in
+    /// GMT). Not part of [`Self::validate_request`]: RFC 4475 3.1.2.12 advises elements
+    /// that do not use Date not to reject a message for it; call this where Date matters.
+    pub fn validate_date(&self) -> Result<(), ParseError> {
+        match self.header_by_name("Date") {
+            Some(date) => check_sip_date(date),
+            None => Ok(()),
+        }
     }
 
     /// RFC 3261 8.2 / 16.3 request validation: SIP/2.0, a valid Request-URI, mandatory

@@ -17,7 +17,7 @@ pub struct Via<'a> {
     pub protocol: &'a str,
     /// Transport as written: "UDP", "TCP", "TLS", "WS", "WSS", "SCTP", ...
     pub transport: &'a str,
-    /// sent-by host; IPv6 references keep their brackets ("[::1]").
+    /// sent-by host; IPv6 references keep their brackets (`"[::1]"`).
     pub host: &'a str,
     /// sent-by port, if written.
     pub port: Option<u16>,
@@ -189,6 +189,10 @@ mod tests {
         assert_eq!(v.port, Some(5061));
         assert_eq!(v.maddr(), Some("x"));
         assert_eq!(v.ttl(), Some("1"));
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP my_pc.lan").unwrap().host,
+            "my_pc.lan"
+        );
     }
 
     #[test]
@@ -201,7 +205,8 @@ mod tests {
             "SIP/2.0/UDP host:99999",
             "SIP/2.0/UDP host junk",
             "SIP/2.0/UDP [::1",
-            "SIP/2.0/UDP ho_st",
+            "SIP/2.0/UDP ho/st",
+            "SIP/2.0/UDP a..b",
         ] {
             assert!(Via::parse(bad).is_err(), "{bad:?}");
         }

@@ -112,6 +112,7 @@ fn read_all(m: &SipMessage) {
         m.content_type(),
     );
     let _ = (m.expires(), m.supported(), m.require(), m.body());
+    assert_eq!(m.body_bytes().as_ref(), m.body());
     if let Ok(cs) = m.contacts() {
         for c in cs {
             if let Contact::Addr(na) = c {
@@ -130,7 +131,11 @@ fn read_all(m: &SipMessage) {
     if let Some(uri) = m.request_uri() {
         let _ = SipUri::parse(uri);
     }
-    let _ = (m.validate_request(), m.validate_response());
+    let _ = (
+        m.validate_request(),
+        m.validate_response(),
+        m.validate_date(),
+    );
 }
 
 fn exercise(input: &[u8]) {
@@ -183,6 +188,8 @@ fn exercise(input: &[u8]) {
         );
     }
     m.insert_header_raw(3, "X-Fuzz", "1");
+    let _ = m.remove_headers_by_name("s");
+    m.set_header_by_name("Server", "sbc");
     read_all(&m);
     let out = m.to_bytes();
     let again = SipMessage::parse(out.clone()).unwrap_or_else(|e| {
@@ -193,6 +200,8 @@ fn exercise(input: &[u8]) {
         )
     });
     assert_eq!(again.header_by_name("X-Fuzz"), Some("1"));
+    assert_eq!(again.header(HeaderName::Server), Some("sbc"));
+    assert_eq!(again.header_by_name("Subject"), None);
     if again.is_request() {
         assert_eq!(again.max_forwards().ok().flatten(), Some(69));
         assert_eq!(again.request_uri(), Some("sip:target@192.0.2.100"));

@@ -20,6 +20,7 @@
 
 pub mod addressing;
 pub mod local;
+pub mod nat;
 pub mod probing;
 mod registration;
 pub mod routing;
@@ -154,6 +155,8 @@ enum TimerRef {
     Housekeeping,
     /// OPTIONS probe of trunk number n (index into the probed trunks).
     Probe(usize),
+    /// NAT keepalives toward registered clients.
+    Keepalive,
 }
 
 /// How often expired registrations are purged.
@@ -220,6 +223,8 @@ struct ClientEntry {
     token: TransmitToken,
     /// This transaction is an OPTIONS health probe of probed trunk n.
     probe: Option<usize>,
+    /// This transaction is an OPTIONS NAT keepalive to a client flow.
+    keepalive: Option<nat::FlowKey>,
 }
 
 /// Where the OPTIONS probes of a trunk go.
@@ -253,6 +258,8 @@ pub struct Proxy {
     /// Trunk group and mode of the upstream registrar, when REGISTERs are proxied.
     upstream_registrar: Option<(String, portcullis_config::RegistrationMode)>,
     hidden: topology::HiddenDialogs,
+    keepalive_cfg: portcullis_config::Keepalive,
+    keepalives: nat::KeepaliveTable,
 }
 
 enum Plan {
@@ -338,6 +345,8 @@ impl Proxy {
                 .clone()
                 .map(|g| (g, cfg.registrar.mode)),
             hidden: topology::HiddenDialogs::default(),
+            keepalive_cfg: cfg.registrar.keepalive.clone(),
+            keepalives: nat::KeepaliveTable::default(),
         }
     }
 
@@ -351,6 +360,133 @@ impl Proxy {
         for i in 0..self.health.len() {
             self.timers.push(Reverse((now, TimerRef::Probe(i))));
         }
+        if self.keepalive_cfg.method != portcullis_config::KeepaliveMethod::None {
+            let every = Duration::from_secs(self.keepalive_cfg.interval_s.max(1));
+            self.timers
+                .push(Reverse((now + every, TimerRef::Keepalive)));
+        }
+    }
+
+    /// Sends a keepalive to every NATed UDP client flow with registrations, counting
+    /// unanswered OPTIONS and dropping the registrations of flows that stopped answering.
+    fn keepalive_tick(&mut self, now: Instant) {
+        let every = Duration::from_secs(self.keepalive_cfg.interval_s.max(1));
+        self.timers
+            .push(Reverse((now + every, TimerRef::Keepalive)));
+        let keys: Vec<nat::FlowKey> = self.keepalives.flows.keys().copied().collect();
+        for key in keys {
+            let Some(state) = self.keepalives.flows.get(&key).cloned() else {
+                continue;
+            };
+            let flow = state.flow;
+            if !self.registrar.has_flow(&flow) && !self.reg_cache.has_flow(&flow) {
+                self.keepalives.flows.remove(&key);
+                continue;
+            }
+            let mut failures = state.failures;
+            if let Some(prev) = state.outstanding {
+                if self.clients.contains_key(&prev) {
+                    self.remove_client(prev);
+                }
+                failures += 1;
+                self.metrics.keepalive_failure();
+            }
+            if failures >= self.keepalive_cfg.max_failures {
+                let a = self.registrar.remove_flow_source(&flow);
+                let b = self.reg_cache.remove_flow_source(&flow);
+                self.keepalives.flows.remove(&key);
+                self.metrics.registrar_bindings(self.registrar.bindings());
+                warn!(peer = %flow.remote, bindings = a + b, "NAT keepalives unanswered, registrations dropped");
+                continue;
+            }
+            let outstanding = match self.keepalive_cfg.method {
+                portcullis_config::KeepaliveMethod::Crlf => {
+                    self.out.push_back(
+                        Hop::to(
+                            Destination::Addr(flow.remote),
+                            flow.transport,
+                            flow.listener,
+                        )
+                        .transmit(Bytes::from_static(b"\r\n\r\n"), None),
+                    );
+                    None
+                }
+                _ => self.send_keepalive_options(now, flow, key),
+            };
+            if let Some(k) = self.keepalives.flows.get_mut(&key) {
+                k.failures = failures;
+                k.outstanding = outstanding;
+            }
+        }
+    }
+
+    fn send_keepalive_options(
+        &mut self,
+        now: Instant,
+        flow: Source,
+        key: nat::FlowKey,
+    ) -> Option<u64> {
+        let egress = self.local.listener(flow.listener).cloned()?;
+        let id = self.next_id();
+        let branch = format!("{BRANCH_PREFIX}{:016x}.k{:x}{:x}", 0u64, self.nonce, id);
+        let target = format!("sip:{}", flow.remote);
+        let payload = Bytes::from(format!(
+            "OPTIONS {target} SIP/2.0\r\n\
+             Via: SIP/2.0/{t} {hp};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:keepalive@{hp}>;tag={tag:x}\r\n\
+             To: <{target}>\r\n\
+             Call-ID: ka-{nonce:x}-{id:x}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n",
+            t = flow.transport.via_token(),
+            hp = egress.hostport(),
+            tag = rand::random::<u64>(),
+            nonce = self.nonce,
+        ));
+        let hop = Hop::to(
+            Destination::Addr(flow.remote),
+            flow.transport,
+            flow.listener,
+        );
+        let key_tx = ClientKey {
+            branch,
+            method: Method::Options,
+        };
+        let token = TransmitToken(id);
+        self.out
+            .push_back(hop.transmit(payload.clone(), Some(token)));
+        self.clients.insert(
+            id,
+            ClientEntry {
+                key: key_tx.clone(),
+                tx: ClientTransaction::new(
+                    TransactionKind::NonInvite,
+                    Reliability::Unreliable,
+                    self.settings.timers,
+                    now,
+                ),
+                server: None,
+                is_cancel: false,
+                request: None,
+                bytes: payload,
+                hop,
+                ack: None,
+                provisional: false,
+                final_seen: false,
+                cancel_wanted: false,
+                cancel_sent: false,
+                timer_c: None,
+                token,
+                probe: None,
+                keepalive: Some(key),
+            },
+        );
+        self.client_index.insert(key_tx, id);
+        self.tokens.insert(token, id);
+        self.metrics.transactions(TxKind::ClientNonInvite, 1);
+        self.schedule(TimerRef::Client(id));
+        Some(id)
     }
 
     /// Whether a trunk is usable (not marked down by probing).
@@ -432,6 +568,7 @@ impl Proxy {
                 timer_c: None,
                 token,
                 probe: Some(i),
+                keepalive: None,
             },
         );
         self.client_index.insert(key, id);
@@ -554,6 +691,13 @@ impl Proxy {
         };
         if let Some(v) = new_via {
             msg.replace_first_value(HeaderName::Via, &v);
+        }
+        let verdict = nat::detect(&msg, src.remote);
+        if verdict.nated {
+            self.metrics.nat_detected(self.iface_name(src.listener));
+        }
+        if verdict.alg_suspected {
+            self.metrics.alg_suspected(self.iface_name(src.listener));
         }
         match method {
             Method::Ack => self.handle_ack(now, msg, src),
@@ -740,6 +884,13 @@ impl Proxy {
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 let reply = self.registrar.register(now, unix, &req, &aor, src);
+                if reply.code == 200
+                    && src.transport == Transport::Udp
+                    && nat::detect(&req, src.remote).nated
+                    && self.registrar.has_flow(&src)
+                {
+                    self.keepalives.add(src);
+                }
                 self.metrics.registrar_bindings(self.registrar.bindings());
                 let extra: Vec<(&str, &str)> = reply
                     .headers
@@ -1310,6 +1461,7 @@ impl Proxy {
             timer_c: None,
             token,
             probe: None,
+            keepalive: None,
         };
         self.clients.insert(id, entry);
         self.client_index.insert(key, id);
@@ -1573,6 +1725,7 @@ impl Proxy {
                 timer_c: None,
                 token,
                 probe: None,
+                keepalive: None,
             },
         );
         self.client_index.insert(key, id);
@@ -1643,6 +1796,11 @@ impl Proxy {
             if status >= 200 {
                 self.probe_result(i, probing::response_is_alive(status));
             }
+            return;
+        }
+        if let Some(key) = c.keepalive {
+            // Any response proves the NAT binding and the client are alive.
+            self.keepalives.answered(&key);
             return;
         }
         let server = c.server;
@@ -1862,7 +2020,7 @@ impl Proxy {
     fn schedule(&mut self, r: TimerRef) {
         let deadline = match r {
             TimerRef::Server(id) => self.servers.get(&id).and_then(|s| s.tx.next_deadline()),
-            TimerRef::Housekeeping | TimerRef::Probe(_) => None,
+            TimerRef::Housekeeping | TimerRef::Probe(_) | TimerRef::Keepalive => None,
             TimerRef::Client(id) => {
                 self.clients
                     .get(&id)
@@ -1888,6 +2046,7 @@ impl Proxy {
                 TimerRef::Server(id) => self.server_timer(now, id),
                 TimerRef::Client(id) => self.client_timer(now, id),
                 TimerRef::Probe(i) => self.probe(now, i),
+                TimerRef::Keepalive => self.keepalive_tick(now),
                 TimerRef::Housekeeping => {
                     self.reg_cache.purge(now);
                     self.hidden.purge(now);
@@ -1984,6 +2143,11 @@ impl Proxy {
                             self.probe_result(i, false);
                             return;
                         }
+                        if c.keepalive.is_some() {
+                            // Counted as a failure at the next keepalive round.
+                            self.remove_client(id);
+                            return;
+                        }
                         if !c.is_cancel && !c.final_seen {
                             if let Some(sid) = c.server {
                                 self.client_failed(now, id, sid, 408);
@@ -2059,6 +2223,10 @@ impl Proxy {
         if let Some(i) = c.probe {
             self.remove_client(cid);
             self.probe_result(i, false);
+            return;
+        }
+        if c.keepalive.is_some() {
+            self.remove_client(cid);
             return;
         }
         if c.is_cancel || c.final_seen {

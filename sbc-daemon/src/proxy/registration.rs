@@ -101,6 +101,9 @@ impl Proxy {
             return;
         };
 
+        if src.transport == Transport::Udp && super::nat::detect(&msg, src.remote).nated {
+            self.keepalives.add(src);
+        }
         let star = contacts.iter().any(|c| c.3);
         let deregister = star || (!contacts.is_empty() && contacts.iter().all(|c| c.2 == 0));
         let throttle = client_expires > 0 && !deregister;

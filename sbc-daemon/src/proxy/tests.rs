@@ -1431,3 +1431,64 @@ fn from_inside(addr: &str) -> Source {
         conn: None,
     }
 }
+
+#[test]
+fn natted_registrations_get_options_keepalives_and_are_dropped_when_they_stop_answering() {
+    let cfg = match portcullis_config::load_str(CONFIG, "t.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let metrics = Arc::new(Metrics::new(&["outside".into(), "inside".into()]));
+    let mut p = Proxy::new(&cfg, metrics.clone());
+    let now = Instant::now();
+    p.start(now);
+    let phone = from_phone("203.0.113.7:40001", Transport::Udp, None);
+    p.handle_message(
+        now,
+        register("kim", "sip:kim@10.1.1.5:5060", 3600, 1, "rk"),
+        phone,
+    );
+    assert_eq!(status_of(&drain(&mut p)[0]), Some(200));
+    assert!(metrics
+        .encode()
+        .contains("sbc_nat_detected_total{interface=\"outside\"} 1"));
+    let keepalives = |p: &mut Proxy, t: Instant| -> Vec<SipMessage> {
+        p.handle_timeout(t);
+        drain(p)
+            .iter()
+            .filter(|tx| tx.destination == Destination::Addr(phone.remote))
+            .map(parse)
+            .filter(|m| {
+                m.method().map(|m| m.as_str()) == Some("OPTIONS")
+                    && m.call_id().unwrap().starts_with("ka-")
+            })
+            .collect()
+    };
+    let t30 = now + Duration::from_secs(30);
+    let ka = keepalives(&mut p, t30);
+    assert_eq!(ka.len(), 1, "one keepalive per interval");
+    p.handle_message(t30, respond(&ka[0], 200, "k"), phone);
+    // Three unanswered rounds: the registration is dropped.
+    for i in 2..=4u64 {
+        assert_eq!(
+            keepalives(&mut p, now + Duration::from_secs(30 * i)).len(),
+            1
+        );
+    }
+    p.handle_timeout(now + Duration::from_secs(150));
+    drain(&mut p);
+    assert!(
+        metrics
+            .encode()
+            .contains("sbc_nat_keepalive_failures_total 3"),
+        "{}",
+        metrics.encode()
+    );
+    let t = now + Duration::from_secs(151);
+    p.handle_message(t, invite_to_sbc("kim", "z9hG4bKka"), from_uac());
+    assert_eq!(
+        invite_destination(&mut p),
+        TRUNK_A,
+        "binding dropped after 3 failures"
+    );
+}

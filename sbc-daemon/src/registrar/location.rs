@@ -135,6 +135,26 @@ impl LocationStore {
         removed
     }
 
+    /// Whether any live binding uses this flow (listener and remote address).
+    pub fn has_flow(&self, flow: &Source) -> bool {
+        self.aors
+            .values()
+            .flatten()
+            .any(|b| b.flow.listener == flow.listener && b.flow.remote == flow.remote)
+    }
+
+    /// Removes every binding registered from this flow (listener and remote address).
+    pub fn remove_flow_source(&mut self, flow: &Source) -> usize {
+        let mut removed = 0;
+        self.aors.retain(|_, v| {
+            let before = v.len();
+            v.retain(|b| !(b.flow.listener == flow.listener && b.flow.remote == flow.remote));
+            removed += before - v.len();
+            !v.is_empty()
+        });
+        removed
+    }
+
     /// Removes one binding (e.g. its flow proved dead).
     pub fn remove_binding(&mut self, aor: &str, uri: &str) {
         if let Some(v) = self.aors.get_mut(aor) {

@@ -230,6 +230,14 @@ impl Registrar {
         self.store.lookup(now, aor)
     }
 
+    pub fn has_flow(&self, flow: &Source) -> bool {
+        self.store.has_flow(flow)
+    }
+
+    pub fn remove_flow_source(&mut self, flow: &Source) -> usize {
+        self.store.remove_flow_source(flow)
+    }
+
     pub fn flow_closed(&mut self, conn: ConnId) -> usize {
         self.store.remove_flow(conn)
     }

@@ -181,6 +181,26 @@ impl RegistrationCache {
         self.by_token.len()
     }
 
+    pub fn has_flow(&self, flow: &Source) -> bool {
+        self.by_token
+            .values()
+            .any(|b| b.flow.listener == flow.listener && b.flow.remote == flow.remote)
+    }
+
+    /// Forgets every binding registered from this flow; returns how many.
+    pub fn remove_flow_source(&mut self, flow: &Source) -> usize {
+        let dead: Vec<String> = self
+            .by_token
+            .iter()
+            .filter(|(_, b)| b.flow.listener == flow.listener && b.flow.remote == flow.remote)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in &dead {
+            self.remove(t);
+        }
+        dead.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_token.is_empty()
     }

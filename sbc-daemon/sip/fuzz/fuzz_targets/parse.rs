@@ -43,6 +43,7 @@ fn read_all(m: &SipMessage) {
         m.content_type(),
     );
     let _ = (m.expires(), m.supported(), m.require(), m.body());
+    assert_eq!(m.body_bytes().as_ref(), m.body());
     if let Ok(cs) = m.contacts() {
         for c in cs {
             if let Contact::Addr(na) = c {
@@ -61,7 +62,11 @@ fn read_all(m: &SipMessage) {
     if let Some(uri) = m.request_uri() {
         let _ = SipUri::parse(uri);
     }
-    let _ = (m.validate_request(), m.validate_response());
+    let _ = (
+        m.validate_request(),
+        m.validate_response(),
+        m.validate_date(),
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -96,6 +101,8 @@ fuzz_target!(|data: &[u8]| {
         m.replace_first_value(HeaderName::Via, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx");
     }
     m.insert_header_raw(3, "X-Fuzz", "1");
+    let _ = m.remove_headers_by_name("s");
+    m.set_header_by_name("Server", "sbc");
     m.set_body(Bytes::from_static(b"v=0\r\n"), Some("application/sdp"));
     read_all(&m);
     let again = SipMessage::parse(m.to_bytes()).expect("edited output must parse");

@@ -131,7 +131,7 @@ To: "I have a user name of <repeat count=10>extreme</repeat> proportion"<sip:use
 F: sip:<repeat count=5>amazinglylongcallername</repeat>@example.net;tag=12<repeat count=50>982</repeat>424;unknownheaderparam<repeat count=20>name</repeat>=unknowheaderparam<repeat count=15>value</repeat>;unknownValueless<repeat count=10>paramname</repeat>
 Call-ID: longreq.one<repeat count=20>really</repeat>longcallid
 CSeq: 3882340 INVITE
-Unknown-<repeat count=20>Long</repeat>-Name:unknown-<repeat count=20>long</repeat>-value;unknown-<repeat count=20>long</repeat>-parameter-name =unknown-<repeat count=20>long</repeat>-parameter-value
+Unknown-<repeat count=20>Long</repeat>-Name: unknown-<repeat count=20>long</repeat>-value; unknown-<repeat count=20>long</repeat>-parameter-name = unknown-<repeat count=20>long</repeat>-parameter-value
 Via: SIP/2.0/TCP sip33.example.com
 v: SIP/2.0/TCP sip32.example.com
 V: SIP/2.0/TCP sip31.example.com
@@ -194,7 +194,7 @@ Via: SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKkdjuw380234
 Content-Type: application/sdp
 Content-Length: 150
 
-""" + SDP("192.0.2.15")
+""" + SDP("192.0.2.15").replace("m=video", "m =video")
 
 M["semiuri"] = r"""OPTIONS sip:user;par=u%40example.net@example.com SIP/2.0
 To: sip:j_user@example.com
