@@ -571,7 +571,11 @@ const TRUNK_KEYS: &[&str] = &[
     "priority",
     "probe_interval_s",
     "probe_failures",
+    "request_uri_params",
+    "disable_100rel",
+    "headers",
 ];
+const HEADER_RULE_KEYS: &[&str] = &["action", "name", "value", "from_header"];
 const ROUTE_KEYS: &[&str] = &["name", "match", "group", "selection"];
 const MATCH_KEYS: &[&str] = &["user_prefix", "domain", "interface"];
 
@@ -884,6 +888,9 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         priority: 1,
         probe_interval_s: 0,
         probe_failures: 1,
+        request_uri_params: Vec::new(),
+        disable_100rel: false,
+        headers: Vec::new(),
     };
     let Some(f) = cx.fields(Some(node), path, TRUNK_KEYS) else {
         return t;
@@ -904,7 +911,62 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
     t.priority = cx.or(&f, "priority", 1, u32_range(0, 1_000_000));
     t.probe_interval_s = cx.or(&f, "probe_interval_s", 0, u64_range(0, 86_400));
     t.probe_failures = cx.or(&f, "probe_failures", 1, u32_range(1, 100));
+    t.disable_100rel = cx.or(&f, "disable_100rel", false, boolean);
+    for (p, n) in cx.list(&f, "request_uri_params") {
+        match cx.scalar_node(n, &p) {
+            Field::Ok(text, pos) => match uri_param(&text) {
+                Ok(v) => t.request_uri_params.push(v),
+                Err(m) => cx.error(pos, &p, m),
+            },
+            Field::Missing(pos) => cx.error(pos, &p, "required value is missing"),
+            Field::Bad => {}
+        }
+    }
+    for (p, n) in cx.list(&f, "headers") {
+        let Some(h) = cx.fields(Some(n), &p, HEADER_RULE_KEYS) else {
+            continue;
+        };
+        let action = cx.req(
+            &h,
+            "action",
+            one_of(&HeaderAction::ALL, HeaderAction::as_str),
+        );
+        let name = cx.req(&h, "name", token);
+        let value = cx.opt(&h, "value", header_value);
+        let from_header = cx.opt(&h, "from_header", token);
+        if let (Some(action), Some(name)) = (action, name) {
+            if action != HeaderAction::Remove && value.is_none() && from_header.is_none() {
+                cx.error_at(
+                    &join(&p, "value"),
+                    "add/replace needs `value` or `from_header`",
+                );
+                continue;
+            }
+            t.headers.push(HeaderRule {
+                action,
+                name,
+                value,
+                from_header,
+            });
+        }
+    }
     t
+}
+
+/// A URI parameter `name` or `name=value` (no `;`, spaces or control characters).
+fn uri_param(s: &str) -> Result<String, String> {
+    let s = s.trim_start_matches(';');
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c == ';' || c == '?' || c == '>' || c.is_whitespace() || c.is_control())
+    {
+        Err(format!(
+            "expected a URI parameter like user=phone, got '{}'",
+            s.escape_debug()
+        ))
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 fn route(cx: &mut Cx<'_>, node: &Node, path: &str) -> Route {

@@ -394,6 +394,50 @@ pub struct Trunk {
     /// Consecutive failed probes (no answer within the interval, 408 or 503) that mark the
     /// trunk down; one answered probe marks it up again. Default 1.
     pub probe_failures: u32,
+    /// Parameters added to the Request-URI of requests sent to this trunk, e.g.
+    /// `user=phone` (S-36); a parameter already present is replaced, never duplicated.
+    pub request_uri_params: Vec<String>,
+    /// Remove `100rel` from Supported toward this trunk (S-38). Default false.
+    pub disable_100rel: bool,
+    /// Header manipulation on requests sent to this trunk, applied in order.
+    pub headers: Vec<HeaderRule>,
+}
+
+/// A header manipulation rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeaderRule {
+    pub action: HeaderAction,
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Fixed value for add/replace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Take the value from this header of the request instead (add/replace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderAction {
+    Add,
+    Remove,
+    Replace,
+}
+
+impl HeaderAction {
+    pub const ALL: [HeaderAction; 3] = [
+        HeaderAction::Add,
+        HeaderAction::Remove,
+        HeaderAction::Replace,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HeaderAction::Add => "add",
+            HeaderAction::Remove => "remove",
+            HeaderAction::Replace => "replace",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

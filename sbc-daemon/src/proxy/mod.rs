@@ -260,6 +260,8 @@ pub struct Proxy {
     hidden: topology::HiddenDialogs,
     keepalive_cfg: portcullis_config::Keepalive,
     keepalives: nat::KeepaliveTable,
+    /// Per-trunk request rewriting (S-36, S-38, header rules), by trunk name.
+    trunk_rules: HashMap<String, portcullis_config::Trunk>,
 }
 
 enum Plan {
@@ -347,6 +349,14 @@ impl Proxy {
             hidden: topology::HiddenDialogs::default(),
             keepalive_cfg: cfg.registrar.keepalive.clone(),
             keepalives: nat::KeepaliveTable::default(),
+            trunk_rules: cfg
+                .trunks
+                .iter()
+                .filter(|t| {
+                    !t.request_uri_params.is_empty() || t.disable_100rel || !t.headers.is_empty()
+                })
+                .map(|t| (t.name.clone(), t.clone()))
+                .collect(),
         }
     }
 
@@ -1370,6 +1380,9 @@ impl Proxy {
         if let Some(ruri) = &hop.request_uri {
             msg.set_request_uri(ruri);
         }
+        if let Some(rules) = hop.trunk.as_ref().and_then(|t| self.trunk_rules.get(t)) {
+            apply_trunk_rules(&mut msg, rules);
+        }
         let Some(egress) = self.local.listener(hop.listener).cloned() else {
             return false;
         };
@@ -2354,4 +2367,93 @@ fn registrar_from_config(cfg: &Config) -> Registrar {
         crate::registrar::digest::DigestAuth::new(&r.realm, users, secret, 300)
     });
     Registrar::new(settings, auth)
+}
+
+/// Per-trunk rewriting of a request about to be sent to the trunk: Request-URI parameters
+/// (S-36), 100rel stripped from Supported (S-38), header rules.
+fn apply_trunk_rules(msg: &mut SipMessage, t: &portcullis_config::Trunk) {
+    if !t.request_uri_params.is_empty() {
+        if let Some(uri) = msg.request_uri().map(str::to_string) {
+            msg.set_request_uri(&set_uri_params(&uri, &t.request_uri_params));
+        }
+    }
+    if t.disable_100rel {
+        let kept: Vec<String> = msg
+            .supported()
+            .iter()
+            .filter(|v| !v.eq_ignore_ascii_case("100rel"))
+            .map(|v| v.to_string())
+            .collect();
+        if msg.header(HeaderName::Supported).is_some() {
+            msg.remove_headers(HeaderName::Supported);
+            if !kept.is_empty() {
+                msg.set_header(HeaderName::Supported, &kept.join(", "));
+            }
+        }
+    }
+    for rule in &t.headers {
+        let value = match (&rule.from_header, &rule.value) {
+            (Some(from), _) => msg.header_by_name(from).map(str::to_string),
+            (None, Some(v)) => Some(v.clone()),
+            (None, None) => None,
+        };
+        match rule.action {
+            portcullis_config::HeaderAction::Remove => {
+                msg.remove_headers_by_name(&rule.name);
+            }
+            portcullis_config::HeaderAction::Replace => {
+                if let Some(v) = value {
+                    msg.remove_headers_by_name(&rule.name);
+                    msg.set_header_by_name(&rule.name, &v);
+                }
+            }
+            portcullis_config::HeaderAction::Add => {
+                if let Some(v) = value {
+                    let end = msg.headers().count();
+                    msg.insert_header_raw(end, &rule.name, &v);
+                }
+            }
+        }
+    }
+}
+
+/// Sets URI parameters (`name` or `name=value`), replacing a parameter of the same name
+/// instead of adding a second one.
+fn set_uri_params(uri: &str, params: &[String]) -> String {
+    let (base, headers) = match uri.find('?') {
+        Some(i) => (&uri[..i], &uri[i..]),
+        None => (uri, ""),
+    };
+    // Parameters start after the host part: the first ';' after the '@' (or the scheme).
+    let host_start = base
+        .find('@')
+        .map(|i| i + 1)
+        .or_else(|| base.find(':').map(|i| i + 1))
+        .unwrap_or(0);
+    let (head, existing) = match base[host_start..].find(';') {
+        Some(i) => (&base[..host_start + i], &base[host_start + i + 1..]),
+        None => (base, ""),
+    };
+    let mut list: Vec<String> = existing
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    for p in params {
+        let name = p.split('=').next().unwrap_or("");
+        match list
+            .iter_mut()
+            .find(|q| q.split('=').next().unwrap_or("").eq_ignore_ascii_case(name))
+        {
+            Some(q) => *q = p.clone(),
+            None => list.push(p.clone()),
+        }
+    }
+    let mut out = head.to_string();
+    for p in &list {
+        out.push(';');
+        out.push_str(p);
+    }
+    out.push_str(headers);
+    out
 }

@@ -1492,3 +1492,54 @@ fn natted_registrations_get_options_keepalives_and_are_dropped_when_they_stop_an
         "binding dropped after 3 failures"
     );
 }
+
+#[test]
+fn uri_params_are_set_without_duplication() {
+    let p = |u: &str| super::set_uri_params(u, &["user=phone".to_string(), "npdi".to_string()]);
+    assert_eq!(
+        p("sip:+4930123@gw.example"),
+        "sip:+4930123@gw.example;user=phone;npdi"
+    );
+    assert_eq!(
+        p("sip:+4930123@gw.example;user=ip"),
+        "sip:+4930123@gw.example;user=phone;npdi"
+    );
+    assert_eq!(
+        p("sip:+4930123@gw.example:5060;USER=phone;x=1?h=v"),
+        "sip:+4930123@gw.example:5060;user=phone;x=1;npdi?h=v"
+    );
+    assert_eq!(p("sip:gw.example;npdi"), "sip:gw.example;npdi;user=phone");
+}
+
+#[test]
+fn per_trunk_rules_user_phone_100rel_and_headers() {
+    let cfg_text = CONFIG.replace(
+        "group: core, interface: inside, priority: 1 }",
+        "group: core, interface: inside, priority: 1, request_uri_params: [user=phone], disable_100rel: true, headers: [{ action: remove, name: X-Custom }, { action: add, name: X-Caller, from_header: From }, { action: replace, name: User-Agent, value: SBC }] }",
+    );
+    let cfg = match portcullis_config::load_str(&cfg_text, "rules.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let inv = String::from_utf8(invite("bob", "z9hG4bKrules").to_vec())
+        .unwrap()
+        .replace(
+            "X-Custom: keep me\r\n",
+            "X-Custom: keep me\r\nSupported: 100rel, timer\r\nUser-Agent: Phone 1.0\r\n",
+        );
+    p.handle_message(Instant::now(), Bytes::from(inv), from_uac());
+    let out = drain(&mut p);
+    let fwd = parse(&out[1]);
+    assert_eq!(fwd.request_uri(), Some("sip:bob@example.com;user=phone"));
+    assert_eq!(fwd.supported(), vec!["timer"]);
+    assert_eq!(fwd.header_by_name("X-Custom"), None);
+    assert_eq!(
+        fwd.header_by_name("X-Caller"),
+        Some("<sip:alice@example.com>;tag=a1")
+    );
+    assert_eq!(fwd.header(HeaderName::UserAgent), Some("SBC"));
+}
