@@ -97,6 +97,10 @@ fn builtin_default() -> Config {
             listeners: vec![
                 listener("lo-udp", Proto::Udp),
                 listener("lo-tcp", Proto::Tcp),
+                Listener {
+                    port: 8080,
+                    ..listener("lo-ws", Proto::Ws)
+                },
             ],
             media: Some(Media {
                 address: lo,

@@ -30,10 +30,17 @@ fn embedded_default_validates_and_matches_the_spec() {
         .iter()
         .map(|l| (l.name.as_str(), l.proto))
         .collect();
-    assert_eq!(names, [("lo-udp", Proto::Udp), ("lo-tcp", Proto::Tcp)]);
+    assert_eq!(
+        names,
+        [
+            ("lo-udp", Proto::Udp),
+            ("lo-tcp", Proto::Tcp),
+            ("lo-ws", Proto::Ws)
+        ]
+    );
     for l in &lo.listeners {
         assert_eq!(l.address.to_string(), "127.0.0.1");
-        assert_eq!(l.port, 5060);
+        assert_eq!(l.port, if l.proto == Proto::Ws { 8080 } else { 5060 });
         assert!(l.tls.is_none());
     }
     let media = lo.media.as_ref().unwrap();

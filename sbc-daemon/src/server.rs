@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::transport::flows::{FlowTable, Outgoing};
 use crate::transport::{
-    tcp, udp, Destination, ListenerId, Source, Transmit, TransmitToken, Transport,
+    tcp, tls, udp, ws, Destination, ListenerId, Source, Transmit, TransmitToken, Transport,
 };
 
 #[derive(Debug, Error)]
@@ -30,8 +30,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("listener {name}: transport {proto} is not implemented yet")]
-    Unsupported { name: String, proto: &'static str },
+    #[error("listener {name}: {source}")]
+    Tls {
+        name: String,
+        source: crate::transport::tls::TlsSetupError,
+    },
     #[error("cannot bind the metrics listener on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -195,8 +198,30 @@ impl Shared {
                 }
             }
             Transport::Tls | Transport::Ws | Transport::Wss => {
-                debug!(transport = %t.transport, "transport not implemented yet");
-                self.send_failed(&t);
+                // Only connections the peer opened are used; the SBC does not open TLS or
+                // WebSocket connections itself yet.
+                let flow = t
+                    .conn
+                    .and_then(|c| self.flows.get(c))
+                    .or_else(|| self.flows.find_peer(t.transport, addr));
+                let out = Outgoing {
+                    payload: t.payload.clone(),
+                    token: t.token,
+                };
+                match flow {
+                    Some(f) => {
+                        if let Err(e) = f.tx.send(out) {
+                            self.flows.remove(f.id);
+                            if let Some(tok) = e.0.token {
+                                self.transport_error(tok);
+                            }
+                        }
+                    }
+                    None => {
+                        debug!(transport = %t.transport, %addr, "no open connection and outbound TLS/WebSocket is not implemented");
+                        self.send_failed(&t);
+                    }
+                }
             }
         }
     }
@@ -258,6 +283,13 @@ pub async fn run(
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
+    let mut secure_listeners = Vec::new();
+    // TLS settings by listener, in the order ListenerInfo::from_config numbers listeners.
+    let tls_settings: Vec<Option<portcullis_config::TlsSettings>> = cfg
+        .interfaces
+        .iter()
+        .flat_map(|i| i.listeners.iter().map(|l| l.tls.clone()))
+        .collect();
     for l in &listeners {
         match l.transport {
             Transport::Udp => {
@@ -280,10 +312,23 @@ pub async fn run(
                 udp_sockets.push(None);
             }
             Transport::Tls | Transport::Ws | Transport::Wss => {
-                return Err(StartError::Unsupported {
-                    name: l.name.clone(),
+                let acceptor = match tls_settings.get(l.id.0).cloned().flatten() {
+                    Some(settings) => {
+                        Some(tls::acceptor(&settings).map_err(|source| StartError::Tls {
+                            name: l.name.clone(),
+                            source,
+                        })?)
+                    }
+                    None => None,
+                };
+                let s = tcp::bind(l.local).map_err(|source| StartError::Bind {
                     proto: l.transport.param(),
-                });
+                    name: l.name.clone(),
+                    addr: l.local,
+                    source,
+                })?;
+                secure_listeners.push((l.id, l.transport, s, acceptor));
+                udp_sockets.push(None);
             }
         }
         info!(listener = %l.name, interface = %l.interface, transport = %l.transport, address = %l.local, advertised = %l.hostport(), "listening");
@@ -324,6 +369,34 @@ pub async fn run(
     }
     for (id, l) in tcp_listeners {
         tasks.push(tokio::spawn(tcp::accept_loop(shared.clone(), id, l)));
+    }
+    for (id, transport, l, acceptor) in secure_listeners {
+        match (transport, acceptor) {
+            (Transport::Tls, Some(a)) => {
+                tasks.push(tokio::spawn(tls::accept_loop(shared.clone(), id, l, a)));
+            }
+            (Transport::Ws, _) => {
+                tasks.push(tokio::spawn(ws::accept_loop(
+                    shared.clone(),
+                    id,
+                    l,
+                    Transport::Ws,
+                    None,
+                )));
+            }
+            (Transport::Wss, Some(a)) => {
+                tasks.push(tokio::spawn(ws::accept_loop(
+                    shared.clone(),
+                    id,
+                    l,
+                    Transport::Wss,
+                    Some(a),
+                )));
+            }
+            (t, _) => {
+                warn!(transport = %t, "listener without the TLS settings it needs; not started")
+            }
+        }
     }
     tasks.push(tokio::spawn(shared.clone().timer_loop()));
     tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));

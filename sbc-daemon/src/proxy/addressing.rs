@@ -109,9 +109,11 @@ impl LocalAddresses {
         self.listeners.iter().any(|l| {
             let host_match = ip.is_some_and(|ip| ip == l.local.ip() && !ip.is_unspecified())
                 || l.advertised_host.eq_ignore_ascii_case(host);
+            // Without a port the host alone decides: clients (WebSocket ones in particular)
+            // address the SBC by host even when it listens on a non-default port.
             let port_ok = match port {
                 Some(p) => p == l.local.port() || p == l.advertised_port,
-                None => l.local.port() == l.transport.default_port(),
+                None => true,
             };
             host_match && port_ok
         })

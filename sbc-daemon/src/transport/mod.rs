@@ -8,8 +8,11 @@
 
 pub mod flow_token;
 pub mod flows;
+pub mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
+pub mod ws;
 
 use std::fmt;
 use std::net::SocketAddr;
