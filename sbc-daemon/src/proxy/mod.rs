@@ -702,12 +702,18 @@ impl Proxy {
         if let Some(v) = new_via {
             msg.replace_first_value(HeaderName::Via, &v);
         }
-        let verdict = nat::detect(&msg, src.remote);
-        if verdict.nated {
-            self.metrics.nat_detected(self.iface_name(src.listener));
-        }
-        if verdict.alg_suspected {
-            self.metrics.alg_suspected(self.iface_name(src.listener));
+        // NAT detection for the requests that set up registrations and calls.
+        if matches!(
+            method,
+            Method::Register | Method::Invite | Method::Subscribe
+        ) {
+            let verdict = nat::detect(&msg, src.remote);
+            if verdict.nated {
+                self.metrics.nat_detected(self.iface_name(src.listener));
+            }
+            if verdict.alg_suspected {
+                self.metrics.alg_suspected(self.iface_name(src.listener));
+            }
         }
         match method {
             Method::Ack => self.handle_ack(now, msg, src),

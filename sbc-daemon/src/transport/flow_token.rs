@@ -12,11 +12,16 @@ use sha2::Sha256;
 
 use super::{ConnId, ListenerId, Source, Transport};
 
-/// Encodes and verifies flow tokens.
+/// Encodes and verifies flow tokens. Encodings are cached per flow (the HMAC is the
+/// expensive part and the same few flows ask again and again).
 #[derive(Clone)]
 pub struct FlowTokens {
     key: [u8; 32],
+    cache: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Source, String>>>,
 }
+
+/// Flows whose token is remembered; the cache is emptied when it grows past this.
+const CACHE_LIMIT: usize = 65_536;
 
 impl std::fmt::Debug for FlowTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +71,10 @@ fn transport_from(c: u8) -> Option<Transport> {
 
 impl FlowTokens {
     pub fn new(key: [u8; 32]) -> Self {
-        FlowTokens { key }
+        FlowTokens {
+            key,
+            cache: Default::default(),
+        }
     }
 
     /// A key from the OS random generator.
@@ -75,7 +83,7 @@ impl FlowTokens {
         for b in key.iter_mut() {
             *b = rand::random();
         }
-        FlowTokens { key }
+        FlowTokens::new(key)
     }
 
     fn mac(&self, data: &[u8]) -> [u8; 8] {
@@ -90,6 +98,19 @@ impl FlowTokens {
 
     /// The token of a flow (lower-case hex, safe in a URI user part or parameter).
     pub fn encode(&self, src: &Source) -> String {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cache.get(src) {
+            return t.clone();
+        }
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        let t = self.compute(src);
+        cache.insert(*src, t.clone());
+        t
+    }
+
+    fn compute(&self, src: &Source) -> String {
         let mut data = Vec::with_capacity(40);
         data.extend_from_slice(&(src.listener.0 as u16).to_be_bytes());
         data.push(transport_code(src.transport));

@@ -98,7 +98,7 @@ impl fmt::Display for Transport {
 }
 
 /// Where a received message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Source {
     pub listener: ListenerId,
     pub transport: Transport,
