@@ -512,7 +512,9 @@ const ROOT_KEYS: &[&str] = &[
     "trunks",
     "routes",
     "registrar",
+    "media",
 ];
+const MEDIA_SETTINGS_KEYS: &[&str] = &["datapath", "xdp_interfaces", "learn_packets", "learn_ms"];
 const REGISTRAR_KEYS: &[&str] = &[
     "realm",
     "min_expires",
@@ -611,6 +613,8 @@ pub(crate) fn build(root: Option<&Node>, cx: &mut Cx<'_>) -> Config {
         .collect();
     let (p, n) = cx.get(&f, "registrar");
     let registrar = registrar(cx, n, &p);
+    let (p, n) = cx.get(&f, "media");
+    let media = media_settings(cx, n, &p);
     Config {
         logging,
         metrics,
@@ -619,8 +623,35 @@ pub(crate) fn build(root: Option<&Node>, cx: &mut Cx<'_>) -> Config {
         trunks,
         routes,
         registrar,
+        media,
         secret_paths: Vec::new(),
     }
+}
+
+fn media_settings(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> MediaSettings {
+    let mut m = MediaSettings::default();
+    let Some(f) = cx.fields(node, path, MEDIA_SETTINGS_KEYS) else {
+        return m;
+    };
+    m.datapath = cx.or(
+        &f,
+        "datapath",
+        m.datapath,
+        one_of(&DatapathChoice::ALL, DatapathChoice::as_str),
+    );
+    for (p, n) in cx.list(&f, "xdp_interfaces") {
+        match cx.scalar_node(n, &p) {
+            Field::Ok(text, pos) => match token(&text) {
+                Ok(v) => m.xdp_interfaces.push(v),
+                Err(e) => cx.error(pos, &p, e),
+            },
+            Field::Missing(pos) => cx.error(pos, &p, "required value is missing"),
+            Field::Bad => {}
+        }
+    }
+    m.learn_packets = cx.or(&f, "learn_packets", m.learn_packets, u32_range(0, 10_000));
+    m.learn_ms = cx.or(&f, "learn_ms", m.learn_ms, u64_range(0, 60_000));
+    m
 }
 
 fn registrar(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> Registrar {

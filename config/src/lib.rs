@@ -113,6 +113,7 @@ fn builtin_default() -> Config {
         trunks: Vec::new(),
         routes: Vec::new(),
         registrar: Registrar::default(),
+        media: MediaSettings::default(),
         secret_paths: Vec::new(),
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The standalone registrar (used when no upstream registrar is configured).
     pub registrar: Registrar,
+    /// Media relay settings (datapath choice).
+    pub media: MediaSettings,
     /// Key paths (e.g. `trunks[0].host`) whose value came from a `${file:...}`
     /// secret. Not part of the YAML schema; used to redact `print-config`.
     #[serde(skip)]
@@ -98,6 +100,56 @@ impl LogFormat {
 pub struct Metrics {
     /// Prometheus/admin HTTP listen address. Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
+}
+
+/// Media relay settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MediaSettings {
+    /// auto (XDP when it can be attached, else userspace, with a warning), xdp or
+    /// userspace. Default auto.
+    pub datapath: DatapathChoice,
+    /// Linux interfaces the XDP relay attaches to (for auto and xdp). Default none, so auto
+    /// means userspace until interfaces are listed.
+    pub xdp_interfaces: Vec<String>,
+    /// NAT learning window on legs facing interfaces with `nat_fixing`: packets and
+    /// milliseconds after the first packet during which the source may differ from the SDP.
+    /// Defaults 10 packets, 3000 ms.
+    pub learn_packets: u32,
+    pub learn_ms: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            datapath: DatapathChoice::Auto,
+            xdp_interfaces: Vec::new(),
+            learn_packets: 10,
+            learn_ms: 3000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathChoice {
+    Auto,
+    Xdp,
+    Userspace,
+}
+
+impl DatapathChoice {
+    pub const ALL: [DatapathChoice; 3] = [
+        DatapathChoice::Auto,
+        DatapathChoice::Xdp,
+        DatapathChoice::Userspace,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DatapathChoice::Auto => "auto",
+            DatapathChoice::Xdp => "xdp",
+            DatapathChoice::Userspace => "userspace",
+        }
+    }
 }
 
 /// Standalone registrar settings (RFC 3261 10.3) and digest users (RFC 8760).

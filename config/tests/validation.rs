@@ -563,7 +563,7 @@ fn unknown_keys_and_wrong_shapes() {
     // Keys are never substituted.
     assert_eq!(
         errs(&with("${HOME}: x\n")),
-        ["sbc.yaml:5:1: ${HOME}: unknown key '${HOME}' (expected one of: logging, metrics, sip, interfaces, trunks, routes, registrar)"]
+        ["sbc.yaml:5:1: ${HOME}: unknown key '${HOME}' (expected one of: logging, metrics, sip, interfaces, trunks, routes, registrar, media)"]
     );
 }
 
