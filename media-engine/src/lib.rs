@@ -14,10 +14,13 @@
 //! Converting a WebRTC offer to plain RTP/AVP is done at the SDP level only; answering a
 //! WebRTC (DTLS-SRTP) offerer is refused with [`EngineError::Unsupported`].
 
+pub mod datapath;
+pub mod ice;
 pub mod interface;
 pub mod ports;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 
 pub use interface::{MediaInterface, PortUsage};
 pub use ports::{PortAllocator, RelayPorts};

@@ -140,6 +140,16 @@ pub struct Metrics {
     nat_detected: Family<IfaceLabel, Counter>,
     alg_suspected: Family<IfaceLabel, Counter>,
     keepalive_failures: Counter,
+    media_sessions: Gauge,
+    media_answer_failed: Counter,
+    media_datapath: Family<KindLabel, Gauge>,
+    media_ports: Family<PortLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    interface: String,
+    state: String,
 }
 
 impl Metrics {
@@ -162,6 +172,30 @@ impl Metrics {
         let nat_detected = Family::<IfaceLabel, Counter>::default();
         let alg_suspected = Family::<IfaceLabel, Counter>::default();
         let keepalive_failures = Counter::default();
+        let media_sessions = Gauge::default();
+        let media_answer_failed = Counter::default();
+        let media_datapath = Family::<KindLabel, Gauge>::default();
+        let media_ports = Family::<PortLabel, Gauge>::default();
+        registry.register(
+            "sbc_media_sessions",
+            "Calls with anchored media (media engine sessions)",
+            media_sessions.clone(),
+        );
+        registry.register(
+            "sbc_media_answers_unanchored",
+            "SDP answers the media engine could not process (forwarded unchanged), e.g. no common codec (S-14)",
+            media_answer_failed.clone(),
+        );
+        registry.register(
+            "sbc_media_datapath",
+            "Media datapath in use (kind=xdp or userspace)",
+            media_datapath.clone(),
+        );
+        registry.register(
+            "sbc_media_ports",
+            "Relay ports per interface (state=used or free)",
+            media_ports.clone(),
+        );
         registry.register(
             "sbc_nat_detected",
             "Requests from clients detected behind NAT (Via or Contact differs from the source)",
@@ -310,6 +344,10 @@ impl Metrics {
             nat_detected,
             alg_suspected,
             keepalive_failures,
+            media_sessions,
+            media_answer_failed,
+            media_datapath,
+            media_ports,
         }
     }
 
@@ -426,6 +464,34 @@ impl Metrics {
                 interface: iface.to_string(),
             })
             .inc();
+    }
+
+    pub fn media_sessions(&self, n: usize) {
+        self.media_sessions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn media_answer_failed(&self) {
+        self.media_answer_failed.inc();
+    }
+
+    pub fn media_datapath(&self, kind: &str) {
+        self.media_datapath
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn media_ports(&self, interface: &str, used: u64, free: u64) {
+        for (state, v) in [("used", used), ("free", free)] {
+            self.media_ports
+                .get_or_create(&PortLabel {
+                    interface: interface.to_string(),
+                    state: state.to_string(),
+                })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn keepalive_failure(&self) {

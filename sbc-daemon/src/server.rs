@@ -60,6 +60,7 @@ pub struct Shared {
     pub io: IoSettings,
     interfaces: Vec<String>,
     local_ips: Vec<std::net::IpAddr>,
+    media: Option<crate::media_relay::MediaRelay>,
 }
 
 impl Shared {
@@ -83,6 +84,7 @@ impl Shared {
             let out = drain(&mut p);
             (out, deadline_moved_earlier(before, p.next_deadline()))
         };
+        self.run_media();
         self.dispatch(out);
         if wake {
             self.wake.notify_one();
@@ -99,9 +101,35 @@ impl Shared {
             let out = drain(&mut p);
             (out, deadline_moved_earlier(before, p.next_deadline()))
         };
+        self.run_media();
         self.dispatch(out);
         if wake {
             self.wake.notify_one();
+        }
+    }
+
+    /// Carries out the proxy's datapath commands (relay pairs created before the answer
+    /// that triggered them is forwarded).
+    fn run_media(&self) {
+        let cmds: Vec<_> = {
+            let mut p = self.proxy();
+            std::iter::from_fn(|| p.poll_media()).collect()
+        };
+        if cmds.is_empty() {
+            return;
+        }
+        match &self.media {
+            Some(m) => {
+                for c in cmds {
+                    m.execute(c);
+                }
+            }
+            None => debug!("media commands dropped: no datapath"),
+        }
+        let usage = self.proxy().media_port_usage();
+        for u in usage {
+            self.metrics
+                .media_ports(&u.interface, u.used as u64, u.free as u64);
         }
     }
 
@@ -249,6 +277,7 @@ impl Shared {
                 p.handle_timeout(now);
                 drain(&mut p)
             };
+            self.run_media();
             self.dispatch(out);
         }
     }
@@ -355,6 +384,7 @@ pub async fn run(
         },
         interfaces: listeners.iter().map(|l| l.interface.clone()).collect(),
         local_ips: listeners.iter().map(|l| l.local.ip()).collect(),
+        media: crate::media_relay::MediaRelay::start(&cfg, &metrics),
     });
 
     let mut tasks = Vec::new();

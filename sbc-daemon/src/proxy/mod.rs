@@ -20,6 +20,7 @@
 
 pub mod addressing;
 pub mod local;
+pub mod media;
 pub mod nat;
 pub mod probing;
 mod registration;
@@ -225,6 +226,8 @@ struct ClientEntry {
     probe: Option<usize>,
     /// This transaction is an OPTIONS NAT keepalive to a client flow.
     keepalive: Option<nat::FlowKey>,
+    /// The request carried an SDP offer the media engine anchored.
+    media_offer: bool,
 }
 
 /// Where the OPTIONS probes of a trunk go.
@@ -262,6 +265,10 @@ pub struct Proxy {
     keepalives: nat::KeepaliveTable,
     /// Per-trunk request rewriting (S-36, S-38, header rules), by trunk name.
     trunk_rules: HashMap<String, portcullis_config::Trunk>,
+    media: Option<media_engine::MediaEngine>,
+    /// Interfaces with a media address.
+    media_interfaces: Vec<String>,
+    media_out: VecDeque<media::MediaCommand>,
 }
 
 enum Plan {
@@ -357,6 +364,14 @@ impl Proxy {
                 })
                 .map(|t| (t.name.clone(), t.clone()))
                 .collect(),
+            media: media::engine_from_config(cfg),
+            media_interfaces: cfg
+                .interfaces
+                .iter()
+                .filter(|i| i.media.is_some())
+                .map(|i| i.name.clone())
+                .collect(),
+            media_out: VecDeque::new(),
         }
     }
 
@@ -490,6 +505,7 @@ impl Proxy {
                 token,
                 probe: None,
                 keepalive: Some(key),
+                media_offer: false,
             },
         );
         self.client_index.insert(key_tx, id);
@@ -579,6 +595,7 @@ impl Proxy {
                 token,
                 probe: Some(i),
                 keepalive: None,
+                media_offer: false,
             },
         );
         self.client_index.insert(key, id);
@@ -882,6 +899,10 @@ impl Proxy {
 
         // Route preprocessing and target selection.
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        if method == Method::Bye {
+            let (call_id, from_tag, to_tag) = dialog_ids(&msg);
+            self.media_release(&call_id, &from_tag, Some(&to_tag));
+        }
         self.unhide_request(now, &mut msg);
         match self.plan(now, &mut msg, &src, in_dialog, &method) {
             Plan::Reply(code, reason) => {
@@ -1414,17 +1435,17 @@ impl Proxy {
             let double =
                 ingress_l.interface != egress.interface || ingress_l.transport != egress.transport;
             if double {
-                msg.insert_before_first(
-                    HeaderName::RecordRoute,
+                insert_record_route(
+                    &mut msg,
                     &record_route_value(&ingress_l, true, &[ingress_token.as_deref()]),
                 );
-                msg.insert_before_first(
-                    HeaderName::RecordRoute,
+                insert_record_route(
+                    &mut msg,
                     &record_route_value(&egress, true, &[egress_token.as_deref()]),
                 );
             } else {
-                msg.insert_before_first(
-                    HeaderName::RecordRoute,
+                insert_record_route(
+                    &mut msg,
                     &record_route_value(
                         &egress,
                         false,
@@ -1433,11 +1454,27 @@ impl Proxy {
                 );
             }
         }
+        let id = self.next_id();
+        let branch = format!("{BRANCH_PREFIX}{loop_hash:016x}.{:x}{:x}", self.nonce, id);
+        let media_offer = if matches!(msg.method(), Some(Method::Invite | Method::Update)) {
+            match self.media_offer(&mut msg, &branch, &ingress_l.interface, &egress.interface) {
+                Ok(anchored) => anchored,
+                Err(code) => {
+                    let reason = if code == 503 {
+                        "Media Ports Exhausted"
+                    } else {
+                        "Not Acceptable Here"
+                    };
+                    self.record_best(server, BestResponse::Local(code, reason));
+                    return false;
+                }
+            }
+        } else {
+            false
+        };
         if egress.interface != ingress_l.interface && self.hides(&egress.interface) {
             self.hide_request(now, server, &mut msg, &egress);
         }
-        let id = self.next_id();
-        let branch = format!("{BRANCH_PREFIX}{loop_hash:016x}.{:x}{:x}", self.nonce, id);
         let via = format!(
             "SIP/2.0/{} {};branch={}",
             hop.transport.via_token(),
@@ -1481,6 +1518,7 @@ impl Proxy {
             token,
             probe: None,
             keepalive: None,
+            media_offer,
         };
         self.clients.insert(id, entry);
         self.client_index.insert(key, id);
@@ -1503,6 +1541,14 @@ impl Proxy {
         }
         let cancelled = s.cancelled;
         let best = s.best.take();
+        if s.tx.kind() == TransactionKind::Invite {
+            if let Some(req) = s.request.clone() {
+                let (call_id, from_tag, to_tag) = dialog_ids(&req);
+                if to_tag.is_empty() {
+                    self.media_release(&call_id, &from_tag, None);
+                }
+            }
+        }
         match best {
             Some(BestResponse::Received(code, resp)) => {
                 if code == 503 {
@@ -1542,7 +1588,12 @@ impl Proxy {
                 }
             }
         }
-        // An ACK for a 2xx: forwarded statelessly along the route set (16.11).
+        // An ACK for a 2xx: forwarded statelessly along the route set (16.11). An ACK that
+        // matches no transaction and carries no Route is the ACK of a non-2xx whose
+        // transaction is gone: it ends here (as Kamailio's t_check_trans).
+        if msg.header(HeaderName::Route).is_none() {
+            return;
+        }
         match msg.max_forwards() {
             Ok(Some(0)) | Err(_) => return,
             _ => {}
@@ -1667,6 +1718,13 @@ impl Proxy {
         }
         inv.cancelled = true;
         inv.pending_hops.clear();
+        if let Some(req) = inv.request.clone() {
+            let (call_id, from_tag, _) = dialog_ids(&req);
+            self.media_release(&call_id, &from_tag, None);
+        }
+        let Some(inv) = self.servers.get_mut(&invite_id) else {
+            return;
+        };
         let branches = inv.branches.clone();
         for b in branches {
             self.cancel_branch(now, b);
@@ -1745,6 +1803,7 @@ impl Proxy {
                 token,
                 probe: None,
                 keepalive: None,
+                media_offer: false,
             },
         );
         self.client_index.insert(key, id);
@@ -1829,15 +1888,19 @@ impl Proxy {
                 c.timer_c = Some(now + TIMER_C);
                 self.schedule(TimerRef::Client(cid));
             }
-            let c = match self.clients.get_mut(&cid) {
-                Some(c) => c,
-                None => return,
+            let Some(c) = self.clients.get(&cid) else {
+                return;
             };
-            if c.cancel_wanted && !c.cancel_sent {
+            let cancel_now = c.cancel_wanted && !c.cancel_sent;
+            let media_branch = c.media_offer.then(|| c.key.branch.clone());
+            if cancel_now {
                 self.send_cancel(now, cid);
             }
             if status == 100 {
                 return;
+            }
+            if let Some(branch) = media_branch {
+                self.media_answer(&mut msg, &branch);
             }
             if let Some(sid) = server {
                 self.forward_response(now, sid, msg, status, src.listener);
@@ -1848,6 +1911,10 @@ impl Proxy {
         c.timer_c = None;
         if (200..300).contains(&status) {
             c.request = None;
+            if c.media_offer {
+                let branch = c.key.branch.clone();
+                self.media_answer(&mut msg, &branch);
+            }
             if let Some(sid) = server {
                 self.branch_done(sid, cid);
                 // A 2xx ends the search: cancel other branches, stop failover.
@@ -2462,4 +2529,36 @@ fn set_uri_params(uri: &str, params: &[String]) -> String {
     }
     out.push_str(headers);
     out
+}
+
+/// Call-ID, From tag and To tag of a message (empty when absent).
+fn dialog_ids(msg: &SipMessage) -> (String, String, String) {
+    (
+        msg.call_id().unwrap_or("").to_string(),
+        msg.from()
+            .ok()
+            .and_then(|f| f.tag().map(str::to_string))
+            .unwrap_or_default(),
+        msg.to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string))
+            .unwrap_or_default(),
+    )
+}
+
+/// Adds a Record-Route value on top of the existing ones; the first one goes right after
+/// the Via headers (where peers expect it) rather than at the very top.
+fn insert_record_route(msg: &mut SipMessage, value: &str) {
+    if msg.header(HeaderName::RecordRoute).is_some() {
+        msg.insert_before_first(HeaderName::RecordRoute, value);
+        return;
+    }
+    let after_vias = msg
+        .headers()
+        .enumerate()
+        .filter(|(_, h)| h.name == HeaderName::Via)
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or(0);
+    msg.insert_header_raw(after_vias, "Record-Route", value);
 }

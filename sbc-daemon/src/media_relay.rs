@@ -1,0 +1,122 @@
+//! The IO side of media anchoring: owns the datapath (XDP or userspace relay from
+//! `media-engine`) and carries out the proxy's [`MediaCommand`]s, keeping the relay pairs of
+//! every call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use media_engine::datapath::{
+    pairs_from_plan, Datapath, DatapathConfig, DatapathKind, LearnPolicy, PairId,
+};
+use portcullis_config::{Config, DatapathChoice};
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+use crate::proxy::media::MediaCommand;
+
+pub struct MediaRelay {
+    datapath: Datapath,
+    /// Relay pairs per Call-ID.
+    calls: Mutex<HashMap<String, Vec<PairId>>>,
+    /// NAT learning per interface name.
+    learn: HashMap<String, LearnPolicy>,
+}
+
+impl MediaRelay {
+    /// Starts the configured datapath when any interface has a media address.
+    pub fn start(cfg: &Config, metrics: &Metrics) -> Option<MediaRelay> {
+        if cfg.interfaces.iter().all(|i| i.media.is_none()) {
+            return None;
+        }
+        let dp_cfg = DatapathConfig {
+            kind: match cfg.media.datapath {
+                DatapathChoice::Auto => DatapathKind::Auto,
+                DatapathChoice::Xdp => DatapathKind::Xdp,
+                DatapathChoice::Userspace => DatapathKind::Userspace,
+            },
+            xdp_interfaces: cfg.media.xdp_interfaces.clone(),
+            ..DatapathConfig::default()
+        };
+        let datapath = match Datapath::start(&dp_cfg, None) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "media datapath cannot start; media will not be relayed");
+                return None;
+            }
+        };
+        metrics.media_datapath(datapath.active().as_str());
+        let window = LearnPolicy::Window {
+            packets: cfg.media.learn_packets,
+            duration: Duration::from_millis(cfg.media.learn_ms),
+        };
+        let learn = cfg
+            .interfaces
+            .iter()
+            .map(|i| {
+                let p = if i.policy.nat_fixing && cfg.media.learn_packets > 0 {
+                    window
+                } else {
+                    LearnPolicy::Off
+                };
+                (i.name.clone(), p)
+            })
+            .collect();
+        Some(MediaRelay {
+            datapath,
+            calls: Mutex::new(HashMap::new()),
+            learn,
+        })
+    }
+
+    fn learn_of(&self, iface: &str) -> LearnPolicy {
+        self.learn.get(iface).copied().unwrap_or(LearnPolicy::Off)
+    }
+
+    /// Carries out one command of the proxy.
+    pub fn execute(&self, cmd: MediaCommand) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        match cmd {
+            MediaCommand::Program { call_id, streams } => {
+                // Ports stay the same across re-offers; the old pairs are replaced.
+                for id in calls.remove(&call_id).unwrap_or_default() {
+                    self.datapath.remove_pair(id);
+                }
+                let mut ids = Vec::new();
+                for plan in &streams {
+                    let learn = [
+                        self.learn_of(&plan.sides[0].interface),
+                        self.learn_of(&plan.sides[1].interface),
+                    ];
+                    for spec in pairs_from_plan(plan, learn) {
+                        match self.datapath.create_pair(spec) {
+                            Ok(id) => ids.push(id),
+                            Err(e) => warn!(call_id, error = %e, "cannot create relay pair"),
+                        }
+                    }
+                }
+                debug!(call_id, pairs = ids.len(), "media relay programmed");
+                calls.insert(call_id, ids);
+            }
+            MediaCommand::Release { call_id } => {
+                for id in calls.remove(&call_id).unwrap_or_default() {
+                    self.datapath.remove_pair(id);
+                }
+                debug!(call_id, "media relay released");
+            }
+        }
+    }
+
+    /// Number of relay pairs (streams and their RTCP) in use.
+    pub fn pair_count(&self) -> usize {
+        self.calls
+            .lock()
+            .map(|c| c.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// The datapath, for counters.
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
+    }
+}

@@ -1,0 +1,148 @@
+//! Packet capture with tshark inside a namespace, for assertions sipp cannot express
+//! (what crossed which link).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::env::{wait_until, TestEnv};
+use crate::error::{HarnessError, Result};
+use crate::process::{Process, Spec};
+
+/// One SIP message seen on the wire.
+#[derive(Debug, Clone)]
+pub struct WireMessage {
+    /// Capture interface name.
+    pub iface: String,
+    pub src: String,
+    pub dst: String,
+    /// Request method (requests only).
+    pub method: Option<String>,
+    /// Status code (responses only).
+    pub status: Option<u16>,
+    pub cseq_method: String,
+    pub call_id: String,
+    /// Via branches, top first (one per Via).
+    pub via_branches: Vec<String>,
+}
+
+/// A running capture.
+#[derive(Debug)]
+pub struct Capture {
+    process: Process,
+    pcap: PathBuf,
+}
+
+impl Capture {
+    /// Starts tshark on `ifaces` in `netns` (SIP ports only) and waits until it captures.
+    pub fn start(env: &mut TestEnv, netns: &str, ifaces: &[&str]) -> Result<Self> {
+        let pcap = env.dir.join("capture.pcapng");
+        let mut args: Vec<String> = Vec::new();
+        for i in ifaces {
+            args.push("-i".into());
+            args.push((*i).to_string());
+        }
+        args.extend([
+            "-f".into(),
+            "udp port 5060 or tcp port 5060".into(),
+            "-w".into(),
+            pcap.display().to_string(),
+        ]);
+        let spec = Spec::new("tshark", "tshark").netns(netns).args(args);
+        let mut process = Process::spawn(&spec, &env.dir)?;
+        env.dump_on_failure(&process.stderr_path);
+        let stderr_path = process.stderr_path.clone();
+        wait_until("tshark capturing", Duration::from_secs(20), || {
+            process.ensure_running()?;
+            let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            Ok(text.contains("Capturing on"))
+        })?;
+        Ok(Capture { process, pcap })
+    }
+
+    /// Stops the capture and decodes the SIP messages in it.
+    pub fn finish(mut self) -> Result<Vec<WireMessage>> {
+        // Give the last packets a moment to be written, then let tshark flush and exit.
+        std::thread::sleep(Duration::from_millis(300));
+        self.process.signal(libc::SIGINT);
+        let _ = self.process.wait_timeout(Duration::from_secs(5));
+        self.process.stop(Duration::from_secs(1));
+        let pcap = self.pcap.display().to_string();
+        let out = crate::netns::run(
+            "tshark",
+            &[
+                "-r",
+                &pcap,
+                "-Y",
+                "sip",
+                "-T",
+                "fields",
+                "-E",
+                "separator=/t",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=,",
+                "-e",
+                "frame.interface_name",
+                "-e",
+                "ip.src",
+                "-e",
+                "ip.dst",
+                "-e",
+                "sip.Method",
+                "-e",
+                "sip.Status-Code",
+                "-e",
+                "sip.CSeq.method",
+                "-e",
+                "sip.Call-ID",
+                "-e",
+                "sip.Via.branch",
+            ],
+        )?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(parse_fields_line)
+            .collect()
+    }
+}
+
+fn parse_fields_line(line: &str) -> Result<WireMessage> {
+    let f: Vec<&str> = line.split('\t').collect();
+    if f.len() < 8 {
+        return Err(HarnessError::Parse(format!("tshark fields line: {line:?}")));
+    }
+    Ok(WireMessage {
+        iface: f[0].to_string(),
+        src: f[1].to_string(),
+        dst: f[2].to_string(),
+        method: Some(f[3].to_string()).filter(|s| !s.is_empty()),
+        status: f[4].parse().ok(),
+        cseq_method: f[5].to_string(),
+        call_id: f[6].to_string(),
+        via_branches: f[7]
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tshark_fields() {
+        let m = parse_fields_line(
+            "s1\t198.51.100.1\t198.51.100.2\tACK\t\tACK\t1-2@x\tz9hG4bKa,z9hG4bK-1",
+        )
+        .unwrap();
+        assert_eq!(m.method.as_deref(), Some("ACK"));
+        assert_eq!(m.status, None);
+        assert_eq!(m.via_branches.len(), 2);
+        let r = parse_fields_line("s0\t1\t2\t\t486\tINVITE\tc\tb").unwrap();
+        assert_eq!(r.status, Some(486));
+        assert!(parse_fields_line("garbage").is_err());
+    }
+}

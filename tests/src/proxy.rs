@@ -1,0 +1,426 @@
+//! The proxy under test: Portcullis `sbcd`, or Debian's Kamailio configured as an
+//! equivalent stateful proxy (record_route + t_relay, double Record-Route across
+//! interfaces/transports, dispatcher priority failover). Kamailio is the known-good
+//! reference used to validate the scenarios; CI runs against sbcd.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::env::{wait_until, TestEnv};
+use crate::error::{HarnessError, Result};
+use crate::process::{Process, Spec};
+use crate::sipp::{is_listening, Transport};
+
+/// Which proxy implementation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    Sbcd,
+    Kamailio,
+}
+
+impl ProxyKind {
+    /// From `PORTCULLIS_PROXY` (`sbcd`, the default, or `kamailio`). Panics on other values.
+    pub fn from_env() -> Self {
+        match std::env::var("PORTCULLIS_PROXY").as_deref() {
+            Err(_) | Ok("") | Ok("sbcd") => ProxyKind::Sbcd,
+            Ok("kamailio") => ProxyKind::Kamailio,
+            Ok(other) => panic!("PORTCULLIS_PROXY={other}: expected `sbcd` or `kamailio`"),
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyKind::Sbcd => "sbcd",
+            ProxyKind::Kamailio => "kamailio",
+        }
+    }
+}
+
+/// One upstream trunk (member of the single group `core`).
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub name: String,
+    pub host: Ipv4Addr,
+    pub port: u16,
+    pub transport: Transport,
+    /// Lower is tried first.
+    pub priority: u32,
+}
+
+impl Trunk {
+    /// A trunk at `host:5060`.
+    pub fn new(name: &str, host: Ipv4Addr, transport: Transport, priority: u32) -> Self {
+        Trunk {
+            name: name.into(),
+            host,
+            port: 5060,
+            transport,
+            priority,
+        }
+    }
+}
+
+/// What the proxy should look like; rendered to an sbcd YAML or a Kamailio cfg.
+#[derive(Debug, Clone)]
+pub struct ProxySpec {
+    /// Address of the `outside` interface (ingress of calls).
+    pub outside_ip: Ipv4Addr,
+    /// Address of the `inside` interface (egress toward the trunks).
+    pub inside_ip: Ipv4Addr,
+    /// SIP port of every listener (UDP and TCP on both interfaces).
+    pub port: u16,
+    /// Trunks of group `core`, to which everything from `outside` is routed by priority.
+    pub trunks: Vec<Trunk>,
+    /// RFC 3261 T1 in ms (Timer B/F = 64*T1).
+    pub t1_ms: u32,
+    /// Metrics/health listener (sbcd only).
+    pub metrics: (Ipv4Addr, u16),
+    /// sbcd `sip.workers` (None: sbcd's default).
+    pub workers: Option<u32>,
+    /// Kamailio UDP children per listener.
+    pub kamailio_children: u32,
+    /// Kamailio shared memory in MB.
+    pub kamailio_shm_mb: u32,
+    /// Verbose logs (tests) or warnings only (benchmarks).
+    pub verbose: bool,
+    /// Cargo profile of the sbcd binary to run (`debug` for tests, `release` for
+    /// benchmarks).
+    pub sbcd_profile: &'static str,
+}
+
+impl ProxySpec {
+    /// The standard test topology's proxy with the given trunks and T1 = 50 ms.
+    pub fn standard(trunks: Vec<Trunk>) -> Self {
+        ProxySpec {
+            outside_ip: crate::netns::SBC_OUTSIDE_IP,
+            inside_ip: crate::netns::SBC_INSIDE_IP,
+            port: 5060,
+            trunks,
+            t1_ms: 50,
+            metrics: (Ipv4Addr::LOCALHOST, 9090),
+            workers: None,
+            kamailio_children: 2,
+            kamailio_shm_mb: 64,
+            verbose: true,
+            sbcd_profile: "debug",
+        }
+    }
+}
+
+/// sbcd YAML for `spec` (schema from the sbcd contract).
+pub fn sbcd_config(spec: &ProxySpec) -> String {
+    let mut y = String::new();
+    let level = if spec.verbose { "debug" } else { "warn" };
+    y.push_str(&format!("logging: {{ level: {level}, format: text }}\n"));
+    y.push_str(&format!(
+        "metrics: {{ listen: \"{}:{}\" }}\n",
+        spec.metrics.0, spec.metrics.1
+    ));
+    y.push_str("sip:\n");
+    y.push_str(&format!(
+        "  timers: {{ t1_ms: {}, t2_ms: 4000, t4_ms: 5000 }}\n",
+        spec.t1_ms
+    ));
+    if let Some(w) = spec.workers {
+        y.push_str(&format!("  workers: {w}\n"));
+    }
+    y.push_str("interfaces:\n");
+    for (name, short, ip) in [
+        ("outside", "out", spec.outside_ip),
+        ("inside", "in", spec.inside_ip),
+    ] {
+        y.push_str(&format!("  - name: {name}\n    listeners:\n"));
+        for proto in ["udp", "tcp"] {
+            y.push_str(&format!(
+                "      - {{ name: {short}-{proto}, proto: {proto}, address: {ip}, port: {} }}\n",
+                spec.port
+            ));
+        }
+    }
+    y.push_str("trunks:\n");
+    for t in &spec.trunks {
+        y.push_str(&format!(
+            "  - {{ name: {}, host: {}, port: {}, transport: {}, group: core, interface: inside, priority: {} }}\n",
+            t.name,
+            t.host,
+            t.port,
+            t.transport.name(),
+            t.priority
+        ));
+    }
+    y.push_str("routes:\n");
+    y.push_str(
+        "  - { name: all, match: { interface: outside }, group: core, selection: priority }\n",
+    );
+    y
+}
+
+/// Kamailio cfg and dispatcher list for `spec`; `dir` holds the list file.
+pub fn kamailio_config(spec: &ProxySpec, dir: &Path) -> (String, String) {
+    let list_path = dir.join("dispatcher.list");
+    let mut list = String::new();
+    for t in &spec.trunks {
+        // Dispatcher algorithm 8 tries higher priority values first.
+        let prio = 1000u32.saturating_sub(t.priority);
+        let tp = t.transport.name();
+        list.push_str(&format!(
+            "1 sip:{}:{};transport={tp} 0 {prio} socket={tp}:{}:{}\n",
+            t.host, t.port, spec.inside_ip, spec.port
+        ));
+    }
+    let debug = if spec.verbose { 2 } else { 0 };
+    let fr = 64 * spec.t1_ms;
+    let cfg = format!(
+        r#"#!KAMAILIO
+# Generated by portcullis-tests: stateful proxy equivalent to the sbcd test config.
+debug={debug}
+log_stderror=yes
+children={children}
+tcp_children=2
+auto_aliases=no
+mhomed=0
+listen=udp:{out}:{port}
+listen=tcp:{out}:{port}
+listen=udp:{inn}:{port}
+listen=tcp:{inn}:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "dispatcher.so"
+modparam("tm", "retr_timer1", {t1})
+modparam("tm", "fr_timer", {fr})
+modparam("tm", "fr_inv_timer", {fr})
+modparam("rr", "enable_double_rr", 1)
+modparam("rr", "append_fromtag", 0)
+modparam("dispatcher", "list_file", "{list}")
+modparam("dispatcher", "flags", 2)
+modparam("dispatcher", "ds_ping_interval", 0)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ route(RELAY); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ route(RELAY); }} exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ route(RELAY); }} exit; }}
+    if (!is_method("ACK")) {{
+        if (t_precheck_trans()) {{ t_check_trans(); exit; }}
+        t_check_trans();
+    }}
+    remove_hf("Route");
+    if (is_method("INVITE|SUBSCRIBE")) {{ record_route(); }}
+    if (!ds_select_dst("1", "8")) {{ sl_send_reply("503", "No upstream"); exit; }}
+    t_on_failure("FAILOVER");
+    route(RELAY);
+}}
+route[RELAY] {{ if (!t_relay()) {{ sl_reply_error(); }} exit; }}
+failure_route[FAILOVER] {{
+    if (t_is_canceled()) {{ exit; }}
+    if (t_check_status("408|5[0-9][0-9]") || (t_branch_timeout() && !t_branch_replied())) {{
+        if (ds_next_dst()) {{ t_on_failure("FAILOVER"); route(RELAY); }}
+    }}
+}}
+"#,
+        children = spec.kamailio_children,
+        out = spec.outside_ip,
+        inn = spec.inside_ip,
+        port = spec.port,
+        t1 = spec.t1_ms,
+        list = list_path.display(),
+    );
+    (cfg, list)
+}
+
+/// Locates the sbcd binary of `profile` (`debug` or `release`): `SBCD_BIN`, else
+/// `$CARGO_TARGET_DIR/<profile>/sbcd`, else `<workspace>/target/<profile>/sbcd`.
+pub fn sbcd_binary(profile: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SBCD_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(HarnessError::MissingBinary {
+                path: p,
+                hint: "SBCD_BIN points to a file that does not exist".into(),
+            })
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut candidates = Vec::new();
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        let t = PathBuf::from(t);
+        let t = if t.is_relative() {
+            workspace.join(t)
+        } else {
+            t
+        };
+        candidates.push(t.join(profile).join("sbcd"));
+    }
+    candidates.push(workspace.join("target").join(profile).join("sbcd"));
+    for c in &candidates {
+        if c.is_file() {
+            return Ok(c.clone());
+        }
+    }
+    let flag = if profile == "release" {
+        " --release"
+    } else {
+        ""
+    };
+    Err(HarnessError::MissingBinary {
+        path: candidates[0].clone(),
+        hint: format!(
+            "sbcd is not built: run `cargo build{flag} -p sbc-daemon` (same CARGO_TARGET_DIR) \
+             or set SBCD_BIN; or run the e2e tests against Kamailio with PORTCULLIS_PROXY=kamailio"
+        ),
+    })
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    pub kind: ProxyKind,
+    pub spec: ProxySpec,
+    pub config_path: PathBuf,
+    process: Process,
+}
+
+impl Proxy {
+    /// Starts the proxy of `kind` in namespace `netns` and waits until all four
+    /// listeners are up (and, for sbcd, `/healthz` answers).
+    pub fn start(
+        env: &mut TestEnv,
+        kind: ProxyKind,
+        netns: &str,
+        spec: ProxySpec,
+        cpus: Option<&str>,
+    ) -> Result<Self> {
+        Self::start_in(&env.dir.clone(), Some(env), kind, netns, spec, cpus)
+    }
+
+    /// Like [`Proxy::start`] without a [`TestEnv`] (benchmarks).
+    pub fn start_in(
+        dir: &Path,
+        env: Option<&mut TestEnv>,
+        kind: ProxyKind,
+        netns: &str,
+        spec: ProxySpec,
+        cpus: Option<&str>,
+    ) -> Result<Self> {
+        let write = |name: &str, text: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            std::fs::write(&p, text)
+                .map_err(|e| HarnessError::io(format!("writing {}", p.display()), e))?;
+            Ok(p)
+        };
+        let (config_path, mut pspec) = match kind {
+            ProxyKind::Sbcd => {
+                let bin = sbcd_binary(spec.sbcd_profile)?;
+                let cfg = write("sbcd.yaml", &sbcd_config(&spec))?;
+                let pspec = Spec::new("sbcd", bin.display().to_string())
+                    .args(["--config".to_string(), cfg.display().to_string()]);
+                (cfg, pspec)
+            }
+            ProxyKind::Kamailio => {
+                let (cfg_text, list) = kamailio_config(&spec, dir);
+                write("dispatcher.list", &list)?;
+                let cfg = write("kamailio.cfg", &cfg_text)?;
+                let rundir = dir.join("kamailio-run");
+                std::fs::create_dir_all(&rundir)
+                    .map_err(|e| HarnessError::io("creating kamailio run dir", e))?;
+                let pspec = Spec::new("kamailio", "kamailio").args([
+                    "-DD".to_string(),
+                    "-E".into(),
+                    "-f".into(),
+                    cfg.display().to_string(),
+                    "-Y".into(),
+                    rundir.display().to_string(),
+                    "-m".into(),
+                    spec.kamailio_shm_mb.to_string(),
+                    "-M".into(),
+                    "8".into(),
+                ]);
+                (cfg, pspec)
+            }
+        };
+        pspec = pspec.netns(netns);
+        if let Some(c) = cpus {
+            pspec = pspec.cpus(c);
+        }
+        let process = Process::spawn(&pspec, dir)?;
+        if let Some(env) = env {
+            env.dump_on_failure(&config_path);
+            env.dump_on_failure(&process.stderr_path);
+            env.dump_on_failure(&process.stdout_path);
+        }
+        let mut proxy = Proxy {
+            kind,
+            spec,
+            config_path,
+            process,
+        };
+        proxy.wait_ready(netns)?;
+        Ok(proxy)
+    }
+
+    fn wait_ready(&mut self, netns: &str) -> Result<()> {
+        let spec = self.spec.clone();
+        let what = format!(
+            "{} listening on {} and {}",
+            self.kind.name(),
+            spec.outside_ip,
+            spec.inside_ip
+        );
+        let proc_ = &mut self.process;
+        wait_until(&what, Duration::from_secs(15), || {
+            proc_.ensure_running()?;
+            for ip in [spec.outside_ip, spec.inside_ip] {
+                for tp in [Transport::Udp, Transport::Tcp] {
+                    if !is_listening(netns, tp, ip, spec.port)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        if self.kind == ProxyKind::Sbcd {
+            let url = format!("http://{}:{}/healthz", spec.metrics.0, spec.metrics.1);
+            let proc_ = &mut self.process;
+            wait_until("sbcd /healthz", Duration::from_secs(10), || {
+                proc_.ensure_running()?;
+                Ok(crate::netns::run(
+                    "ip",
+                    &["netns", "exec", netns, "curl", "-sf", "-m", "1", &url],
+                )
+                .is_ok())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The proxy process.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Errors if the proxy died.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.process.ensure_running()
+    }
+}

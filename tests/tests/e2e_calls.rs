@@ -1,0 +1,616 @@
+//! End-to-end call tests: real sipp peers in network namespaces, the proxy under test
+//! (`PORTCULLIS_PROXY=sbcd`, the default, or `kamailio`) in between.
+//!
+//! Each test builds its own client / proxy / core topology. Per-message content is
+//! asserted inside the sipp scenarios (tests/scenarios/*.xml); counts and cross-message
+//! relations (branches, retransmissions, what crossed which link) are asserted here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use portcullis_tests::capture::Capture;
+use portcullis_tests::netns::{CLIENT_IP, CORE_IP, CORE_IP2, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
+use portcullis_tests::privileged::{require_root, require_tool};
+use portcullis_tests::proxy::{Proxy, ProxyKind, ProxySpec, Trunk};
+use portcullis_tests::sipmsg::{via_param, TracedMessage};
+use portcullis_tests::sipp::{call_vars, render, Sipp, SippConfig, SippResult, Transport};
+use portcullis_tests::TestEnv;
+
+/// Calls per scenario run: several, to exercise the retransmission-free steady state.
+const CALLS: u32 = 5;
+const RATE: u32 = 10;
+
+struct Names {
+    out: String,
+    sbc: String,
+    inside: String,
+}
+
+fn setup(test: &str) -> Option<(TestEnv, ProxyKind, Names)> {
+    if !require_root(test) {
+        return None;
+    }
+    let kind = ProxyKind::from_env();
+    require_tool("sipp", "sip-tester");
+    require_tool("ss", "iproute2");
+    match kind {
+        ProxyKind::Kamailio => require_tool("kamailio", "kamailio"),
+        ProxyKind::Sbcd => require_tool("curl", "curl"),
+    }
+    let env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: topology setup: {e}"));
+    let names = Names {
+        out: env.topo.outside.name().to_string(),
+        sbc: env.topo.sbc.name().to_string(),
+        inside: env.topo.inside.name().to_string(),
+    };
+    Some((env, kind, names))
+}
+
+/// RFC 3261 default T1: leaves the peers 500 ms before any retransmission, so the exact
+/// message counts below hold on a loaded machine too.
+const T1_DEFAULT_MS: u32 = 500;
+/// Small T1 for failover tests: Timer B = 64*T1 = 3.2 s for an upstream that is down.
+const T1_FAILOVER_MS: u32 = 50;
+
+fn start_proxy(
+    env: &mut TestEnv,
+    kind: ProxyKind,
+    ns: &str,
+    trunks: Vec<Trunk>,
+    t1_ms: u32,
+) -> Proxy {
+    let spec = ProxySpec {
+        t1_ms,
+        ..ProxySpec::standard(trunks)
+    };
+    Proxy::start(env, kind, ns, spec, None)
+        .unwrap_or_else(|e| panic!("starting {}: {e}", kind.name()))
+}
+
+fn distinct_calls(msgs: &[&TracedMessage]) -> usize {
+    by_call_id(msgs).len()
+}
+
+fn by_call_id<'a>(msgs: &[&'a TracedMessage]) -> HashMap<String, &'a TracedMessage> {
+    msgs.iter()
+        .filter_map(|m| m.call_id().map(|c| (c, *m)))
+        .collect()
+}
+
+fn assert_count(what: &str, got: usize, want: u32) {
+    assert_eq!(
+        got, want as usize,
+        "{what}: expected exactly {want} (one per call, no duplicates or retransmissions), got {got}"
+    );
+}
+
+/// Precise double Record-Route check on a message the callee received (independent of
+/// the sipp regexes, for clearer failure messages).
+fn assert_double_rr(msg: &TracedMessage, inside_tp: Transport, outside_tp: Transport) {
+    let rr = msg.header_values("Record-Route");
+    assert_eq!(
+        rr.len(),
+        2,
+        "expected two Record-Route entries (interface crossing), got {rr:?} in:\n{}",
+        msg.text
+    );
+    for (uri, ip, tp, side) in [
+        (&rr[0], SBC_INSIDE_IP, inside_tp, "first (inside)"),
+        (&rr[1], SBC_OUTSIDE_IP, outside_tp, "second (outside)"),
+    ] {
+        let inner = uri
+            .trim()
+            .strip_prefix('<')
+            .and_then(|u| u.strip_suffix('>'))
+            .unwrap_or_else(|| panic!("{side} Record-Route not in <>: {uri}"));
+        let mut parts = inner.split(';');
+        let hostport = parts.next().unwrap_or("");
+        assert!(
+            hostport == format!("sip:{ip}") || hostport == format!("sip:{ip}:5060"),
+            "{side} Record-Route must point at {ip}: {uri}"
+        );
+        let params: Vec<String> = parts.map(|p| p.to_ascii_lowercase()).collect();
+        assert!(
+            params.iter().any(|p| p == "lr" || p == "lr=on"),
+            "{side} Record-Route lacks lr: {uri}"
+        );
+        assert!(
+            params.iter().any(|p| p == "r2=on"),
+            "{side} Record-Route lacks r2=on: {uri}"
+        );
+        let transport = params
+            .iter()
+            .find_map(|p| p.strip_prefix("transport="))
+            .unwrap_or("udp");
+        assert_eq!(
+            transport,
+            tp.name(),
+            "{side} Record-Route transport must be {} : {uri}",
+            tp.name()
+        );
+    }
+}
+
+/// The caller's Via as seen by the callee carries received + rport (RFC 3581).
+fn assert_nat_params(msg: &TracedMessage) {
+    let vias = msg.vias();
+    assert_eq!(vias.len(), 2, "expected proxy Via + caller Via: {vias:?}");
+    let caller = &vias[1];
+    assert_eq!(
+        via_param(caller, "received").as_deref(),
+        Some(CLIENT_IP.to_string().as_str()),
+        "caller Via lacks received={CLIENT_IP}: {caller}"
+    );
+    let rport = via_param(caller, "rport").unwrap_or_default();
+    assert!(
+        rport.parse::<u16>().is_ok(),
+        "caller Via lacks rport=<port>: {caller}"
+    );
+}
+
+fn run_pair(
+    env: &mut TestEnv,
+    names: &Names,
+    uac_xml: &str,
+    uas_xml: &str,
+    uac_tp: Transport,
+    uas_tp: Transport,
+) -> (SippResult, SippResult) {
+    let vars = call_vars(uac_tp, uas_tp, CORE_IP);
+    let uas_scn = render(uas_xml, &vars, &env.dir).expect("render uas scenario");
+    let uac_scn = render(uac_xml, &vars, &env.dir).expect("render uac scenario");
+    let uas = Sipp::start(
+        env,
+        SippConfig::uas("uas", &names.inside, uas_scn, CORE_IP, uas_tp).calls(CALLS),
+    )
+    .expect("start sipp uas");
+    let uac = Sipp::start(
+        env,
+        SippConfig::uac(
+            "uac",
+            &names.out,
+            uac_scn,
+            CLIENT_IP,
+            uac_tp,
+            (SBC_OUTSIDE_IP, 5060),
+        )
+        .calls(CALLS)
+        .rate(RATE),
+    )
+    .expect("start sipp uac");
+    let uac = uac.finish(Duration::from_secs(40)).expect("uac result");
+    let uas = uas.finish(Duration::from_secs(10)).expect("uas result");
+    (uac, uas)
+}
+
+fn basic_call(test: &str, uac_tp: Transport, uas_tp: Transport) {
+    let Some((mut env, kind, names)) = setup(test) else {
+        return;
+    };
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![Trunk::new("core", CORE_IP, uas_tp, 1)],
+        T1_DEFAULT_MS,
+    );
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call.xml",
+        "uas_call.xml",
+        uac_tp,
+        uas_tp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+
+    // Steady state: the caller never had to retransmit, the callee saw each request once.
+    assert_count(
+        "INVITEs sent by the caller",
+        uac.sent(|m| m.is_request("INVITE")).len(),
+        CALLS,
+    );
+    assert_count(
+        "BYEs sent by the caller",
+        uac.sent(|m| m.is_request("BYE")).len(),
+        CALLS,
+    );
+    let invites = uas.received_requests("INVITE");
+    assert_count("INVITEs at the callee", invites.len(), CALLS);
+    assert_count(
+        "ACKs at the callee",
+        uas.received_requests("ACK").len(),
+        CALLS,
+    );
+    assert_count(
+        "BYEs at the callee",
+        uas.received_requests("BYE").len(),
+        CALLS,
+    );
+    assert_count(
+        "100 Trying at the caller",
+        uac.received_responses(100, "INVITE").len(),
+        CALLS,
+    );
+    assert_count(
+        "180 at the caller",
+        uac.received_responses(180, "INVITE").len(),
+        CALLS,
+    );
+    assert_count(
+        "200 (INVITE) at the caller",
+        uac.received_responses(200, "INVITE").len(),
+        CALLS,
+    );
+    assert_count(
+        "200 (BYE) at the caller",
+        uac.received_responses(200, "BYE").len(),
+        CALLS,
+    );
+    for inv in &invites {
+        assert_double_rr(inv, uas_tp, uac_tp);
+        assert_nat_params(inv);
+        assert_eq!(inv.transport, uas_tp.via_token(), "callee leg transport");
+    }
+    for ok in uac.received_responses(200, "INVITE") {
+        assert_double_rr(ok, uas_tp, uac_tp);
+        assert_eq!(
+            ok.vias().len(),
+            1,
+            "200 at the caller must carry only its Via"
+        );
+    }
+    // In-dialog requests: a new proxy branch each, distinct from the INVITE's.
+    let inv_by_call = by_call_id(&invites);
+    for m in uas
+        .received_requests("ACK")
+        .iter()
+        .chain(uas.received_requests("BYE").iter())
+    {
+        let cid = m.call_id().unwrap_or_default();
+        let inv = inv_by_call
+            .get(&cid)
+            .expect("in-dialog request for a known call");
+        assert_ne!(
+            m.top_via_branch(),
+            inv.top_via_branch(),
+            "{} must be a new transaction at the proxy",
+            m.method().unwrap_or("?")
+        );
+        assert_eq!(
+            m.vias().len(),
+            2,
+            "end-to-end {} keeps the caller's Via",
+            m.first_line()
+        );
+    }
+    proxy
+        .ensure_running()
+        .expect("proxy still running after the calls");
+}
+
+/// (a) UDP call INVITE/100/180/200/ACK/BYE through the proxy, outside -> inside.
+#[test]
+fn udp_call() {
+    basic_call("udp_call", Transport::Udp, Transport::Udp);
+}
+
+/// (b) the same call over TCP on both legs.
+#[test]
+fn tcp_call() {
+    basic_call("tcp_call", Transport::Tcp, Transport::Tcp);
+}
+
+/// (c) UDP outside -> TCP inside: double Record-Route with each side's transport.
+#[test]
+fn udp_to_tcp_crossing_call() {
+    basic_call("udp_to_tcp_call", Transport::Udp, Transport::Tcp);
+}
+
+/// (c') crossing call where the callee hangs up: its BYE (TCP, inside) follows the
+/// Record-Route set back through the proxy to the caller (UDP, outside).
+#[test]
+fn callee_hangs_up_crossing() {
+    let Some((mut env, kind, names)) = setup("callee_hangs_up") else {
+        return;
+    };
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![Trunk::new("core", CORE_IP, Transport::Tcp, 1)],
+        T1_DEFAULT_MS,
+    );
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call_callee_bye.xml",
+        "uas_call_callee_bye.xml",
+        Transport::Udp,
+        Transport::Tcp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    assert_count(
+        "INVITEs at the callee",
+        uas.received_requests("INVITE").len(),
+        CALLS,
+    );
+    assert_count(
+        "ACKs at the callee",
+        uas.received_requests("ACK").len(),
+        CALLS,
+    );
+    let byes = uac.received_requests("BYE");
+    assert_count("BYEs at the caller", byes.len(), CALLS);
+    for bye in &byes {
+        let vias = bye.vias();
+        assert_eq!(
+            vias.len(),
+            2,
+            "BYE at the caller: proxy Via + callee Via:\n{}",
+            bye.text
+        );
+        assert!(
+            vias[0].starts_with(&format!("SIP/2.0/UDP {SBC_OUTSIDE_IP}")),
+            "top Via of the relayed BYE must be the proxy's outside UDP address: {}",
+            vias[0]
+        );
+        assert!(
+            vias[1].starts_with(&format!("SIP/2.0/TCP {CORE_IP}")),
+            "second Via must be the callee's (TCP): {}",
+            vias[1]
+        );
+        assert!(bye.header_values("Route").is_empty(), "Route left in BYE");
+    }
+    assert_count(
+        "200 (BYE) at the callee",
+        uas.received_responses(200, "BYE").len(),
+        CALLS,
+    );
+    proxy.ensure_running().expect("proxy still running");
+}
+
+/// (d) CANCEL before answer: 200 from the proxy, CANCEL propagated to the callee on the
+/// INVITE's branch, 487 relayed, hop-by-hop ACKs on both sides.
+#[test]
+fn cancel_before_answer() {
+    let Some((mut env, kind, names)) = setup("cancel_before_answer") else {
+        return;
+    };
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)],
+        T1_DEFAULT_MS,
+    );
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_cancel.xml",
+        "uas_cancel.xml",
+        Transport::Udp,
+        Transport::Udp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    let invites = uas.received_requests("INVITE");
+    let cancels = uas.received_requests("CANCEL");
+    let acks = uas.received_requests("ACK");
+    assert_count("INVITEs at the callee", invites.len(), CALLS);
+    assert_count("CANCELs at the callee", cancels.len(), CALLS);
+    assert_count("ACKs at the callee", acks.len(), CALLS);
+    assert_count(
+        "CANCELs sent by the caller",
+        uac.sent(|m| m.is_request("CANCEL")).len(),
+        CALLS,
+    );
+    assert_count(
+        "200 (CANCEL) at the caller",
+        uac.received_responses(200, "CANCEL").len(),
+        CALLS,
+    );
+    assert_count(
+        "487 at the caller (no retransmission)",
+        uac.received_responses(487, "INVITE").len(),
+        CALLS,
+    );
+    let inv_by_call = by_call_id(&invites);
+    for m in cancels.iter().chain(acks.iter()) {
+        let cid = m.call_id().unwrap_or_default();
+        let inv = inv_by_call.get(&cid).expect("CANCEL/ACK for a known call");
+        assert_eq!(
+            m.vias().len(),
+            1,
+            "proxy-generated {} has one Via:\n{}",
+            m.first_line(),
+            m.text
+        );
+        assert_eq!(
+            m.top_via_branch(),
+            inv.top_via_branch(),
+            "{} must use the branch of the INVITE it refers to",
+            m.first_line()
+        );
+        assert_eq!(
+            m.request_uri(),
+            inv.request_uri(),
+            "Request-URI of {}",
+            m.first_line()
+        );
+    }
+    proxy.ensure_running().expect("proxy still running");
+}
+
+/// (e) 486 from the callee: relayed to the caller; the proxy ACKs the callee itself
+/// (hop-by-hop) and absorbs the caller's ACK. Also checked on the wire with tshark.
+#[test]
+fn busy_486() {
+    let Some((mut env, kind, names)) = setup("busy_486") else {
+        return;
+    };
+    require_tool("tshark", "tshark");
+    let (dev_out, dev_in) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)],
+        T1_DEFAULT_MS,
+    );
+    let capture = Capture::start(&mut env, &names.sbc, &[&dev_out, &dev_in]).expect("tshark");
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_busy.xml",
+        "uas_busy.xml",
+        Transport::Udp,
+        Transport::Udp,
+    );
+    let wire = capture.finish().expect("decode capture");
+    uac.assert_success();
+    uas.assert_success();
+    let invites = uas.received_requests("INVITE");
+    let acks = uas.received_requests("ACK");
+    assert_count("INVITEs at the callee", invites.len(), CALLS);
+    assert_count("ACKs at the callee", acks.len(), CALLS);
+    assert_count(
+        "486 at the caller (no retransmission)",
+        uac.received_responses(486, "INVITE").len(),
+        CALLS,
+    );
+    let inv_by_call = by_call_id(&invites);
+    for ack in &acks {
+        let inv = inv_by_call
+            .get(&ack.call_id().unwrap_or_default())
+            .expect("ACK for a known call");
+        assert_eq!(
+            ack.vias().len(),
+            1,
+            "hop-by-hop ACK has only the proxy's Via:\n{}",
+            ack.text
+        );
+        assert_eq!(
+            ack.top_via_branch(),
+            inv.top_via_branch(),
+            "ACK branch = INVITE branch"
+        );
+    }
+    // On the wire: exactly CALLS ACKs entered from the caller, exactly CALLS left toward
+    // the callee, each from the proxy with a single Via.
+    let acks_in: Vec<_> = wire
+        .iter()
+        .filter(|m| m.iface == dev_out && m.method.as_deref() == Some("ACK"))
+        .collect();
+    let acks_out: Vec<_> = wire
+        .iter()
+        .filter(|m| m.iface == dev_in && m.method.as_deref() == Some("ACK"))
+        .collect();
+    assert_count(
+        "ACKs from the caller on the outside link",
+        acks_in.len(),
+        CALLS,
+    );
+    assert_count("ACKs on the inside link", acks_out.len(), CALLS);
+    for a in &acks_out {
+        assert_eq!(a.src, SBC_INSIDE_IP.to_string(), "inside ACK source: {a:?}");
+        assert_eq!(a.via_branches.len(), 1, "inside ACK Via count: {a:?}");
+    }
+    let busy_out = wire
+        .iter()
+        .filter(|m| m.iface == dev_out && m.status == Some(486))
+        .count();
+    assert_count("486 on the outside link", busy_out, CALLS);
+    proxy.ensure_running().expect("proxy still running");
+}
+
+fn failover(test: &str, first_answers_503: bool) {
+    let Some((mut env, kind, names)) = setup(test) else {
+        return;
+    };
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![
+            Trunk::new("core-a", CORE_IP2, Transport::Udp, 1),
+            Trunk::new("core-b", CORE_IP, Transport::Udp, 2),
+        ],
+        T1_FAILOVER_MS,
+    );
+    let vars = call_vars(Transport::Udp, Transport::Udp, CORE_IP);
+    let first = if first_answers_503 {
+        let scn = render("uas_503.xml", &vars, &env.dir).expect("render");
+        Some(
+            Sipp::start(
+                &mut env,
+                SippConfig::uas("uas-a", &names.inside, scn, CORE_IP2, Transport::Udp).calls(CALLS),
+            )
+            .expect("start first upstream"),
+        )
+    } else {
+        None // nothing listens on 198.51.100.3
+    };
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call.xml",
+        "uas_call.xml",
+        Transport::Udp,
+        Transport::Udp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    assert!(
+        uac.received(|m| m.status().is_some_and(|s| s >= 300))
+            .is_empty(),
+        "the caller must not see the failed attempt"
+    );
+    // With T1 = 50 ms a retransmission on a busy machine is legitimate here: count calls.
+    assert_count(
+        "calls whose INVITE reached the second upstream",
+        distinct_calls(&uas.received_requests("INVITE")),
+        CALLS,
+    );
+    assert_count(
+        "calls whose BYE reached the second upstream",
+        distinct_calls(&uas.received_requests("BYE")),
+        CALLS,
+    );
+    if let Some(first) = first {
+        let first = first
+            .finish(Duration::from_secs(10))
+            .expect("first upstream result");
+        first.assert_success();
+        assert_count(
+            "calls whose INVITE reached the first upstream",
+            distinct_calls(&first.received_requests("INVITE")),
+            CALLS,
+        );
+        let acks = first.received_requests("ACK");
+        assert_count(
+            "calls whose 503 the proxy ACKed",
+            distinct_calls(&acks),
+            CALLS,
+        );
+        for a in acks {
+            assert_eq!(a.vias().len(), 1, "hop-by-hop ACK for the 503:\n{}", a.text);
+        }
+    }
+    proxy.ensure_running().expect("proxy still running");
+}
+
+/// (f1) first upstream of the group is down (nothing listens at 198.51.100.3): the
+/// INVITE goes to the second one after timeout/ICMP error and the call completes.
+#[test]
+fn failover_first_upstream_down() {
+    failover("failover_down", false);
+}
+
+/// (f2) first upstream answers 503: the proxy ACKs it and tries the second upstream.
+#[test]
+fn failover_first_upstream_503() {
+    failover("failover_503", true);
+}
