@@ -1,18 +1,23 @@
-//! Portcullis userspace media engine: the control plane of media anchoring.
+//! Portcullis userspace media engine.
 //!
-//! What is here (sans-IO, no sockets, no async runtime):
 //! - [`sdp`]: an RFC 8866 SDP model that keeps every line, its order and unknown lines, with
 //!   typed views and a writer that changes only what it must.
 //! - [`session`]: the offer/answer engine (RFC 3264) with rtpengine-NG-like `offer`, `answer`,
 //!   `delete` and `query`, relay port allocation per interface ([`ports`]), SDP rewriting for
 //!   anchoring (c=/o=/m=/a=rtcp, advertised addresses, ICE/DTLS/WebRTC attribute removal toward
 //!   plain legs), codec matching, hold detection, forked answers, and per-stream plans
-//!   ([`StreamPlan`]) for a datapath.
+//!   ([`StreamPlan`]) for a datapath. Sans-IO.
+//! - [`datapath`]: the relay itself: a userspace relay (epoll, recvmmsg/sendmmsg) with
+//!   latching and RTP Bleed/Inject protection, and offload of latched flows to the XDP relay
+//!   of `ebpf-relay`; `auto | xdp | userspace` selection.
+//! - [`srtp`]: SRTP/SRTCP (RFC 3711, RFC 7714) for AES_CM_128_HMAC_SHA1_80/32 and
+//!   AEAD_AES_128_GCM, interoperable with libsrtp. Sans-IO.
+//! - [`ice`]: STUN (RFC 8489) and an ICE-lite agent (RFC 8445 lite, RFC 7675 consent). Sans-IO.
 //!
-//! **Not here yet:** packet relaying (XDP or userspace datapath), latching, media timeouts,
-//! ICE-lite, DTLS-SRTP/SDES termination, transcoding, DTMF, recording, the NG wire protocol.
-//! Converting a WebRTC offer to plain RTP/AVP is done at the SDP level only; answering a
-//! WebRTC (DTLS-SRTP) offerer is refused with [`EngineError::Unsupported`].
+//! **Not here yet:** DTLS-SRTP and SDES termination wired into calls (the SRTP and ICE
+//! modules are not used by sessions yet), media timeouts, transcoding, DTMF, recording, the NG
+//! wire protocol. Answering a WebRTC (DTLS-SRTP) offerer is refused with
+//! [`EngineError::Unsupported`].
 
 pub mod datapath;
 pub mod ice;
