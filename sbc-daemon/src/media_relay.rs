@@ -17,6 +17,8 @@ use crate::proxy::media::MediaCommand;
 
 pub struct MediaRelay {
     datapath: Datapath,
+    /// Packets and bytes of pairs already removed.
+    released: Mutex<(u64, u64)>,
     /// Relay pairs per Call-ID.
     calls: Mutex<HashMap<String, Vec<PairId>>>,
     /// NAT learning per interface name.
@@ -64,6 +66,7 @@ impl MediaRelay {
             .collect();
         Some(MediaRelay {
             datapath,
+            released: Mutex::new((0, 0)),
             calls: Mutex::new(HashMap::new()),
             learn,
         })
@@ -73,6 +76,24 @@ impl MediaRelay {
         self.learn.get(iface).copied().unwrap_or(LearnPolicy::Off)
     }
 
+    fn remove(&self, id: PairId) {
+        if let Some(c) = self.datapath.remove_pair(id) {
+            let mut r = self.released.lock().unwrap_or_else(|p| p.into_inner());
+            r.0 += c.a_to_b.packets + c.b_to_a.packets;
+            r.1 += c.a_to_b.bytes + c.b_to_a.bytes;
+        }
+    }
+
+    /// Packets and bytes relayed since start (both directions, both datapaths).
+    pub fn relayed_totals(&self) -> (u64, u64) {
+        let (mut p, mut b) = *self.released.lock().unwrap_or_else(|p| p.into_inner());
+        for c in self.datapath.pairs() {
+            p += c.a_to_b.packets + c.b_to_a.packets;
+            b += c.a_to_b.bytes + c.b_to_a.bytes;
+        }
+        (p, b)
+    }
+
     /// Carries out one command of the proxy.
     pub fn execute(&self, cmd: MediaCommand) {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,7 +101,7 @@ impl MediaRelay {
             MediaCommand::Program { call_id, streams } => {
                 // Ports stay the same across re-offers; the old pairs are replaced.
                 for id in calls.remove(&call_id).unwrap_or_default() {
-                    self.datapath.remove_pair(id);
+                    self.remove(id);
                 }
                 let mut ids = Vec::new();
                 for plan in &streams {
@@ -100,7 +121,7 @@ impl MediaRelay {
             }
             MediaCommand::Release { call_id } => {
                 for id in calls.remove(&call_id).unwrap_or_default() {
-                    self.datapath.remove_pair(id);
+                    self.remove(id);
                 }
                 debug!(call_id, "media relay released");
             }

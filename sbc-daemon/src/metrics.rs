@@ -144,6 +144,8 @@ pub struct Metrics {
     media_answer_failed: Counter,
     media_datapath: Family<KindLabel, Gauge>,
     media_ports: Family<PortLabel, Gauge>,
+    media_packets: Counter,
+    media_bytes: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,6 +178,18 @@ impl Metrics {
         let media_answer_failed = Counter::default();
         let media_datapath = Family::<KindLabel, Gauge>::default();
         let media_ports = Family::<PortLabel, Gauge>::default();
+        let media_packets = Counter::default();
+        let media_bytes = Counter::default();
+        registry.register(
+            "sbc_media_relayed_packets",
+            "RTP/RTCP packets relayed (both directions, XDP and userspace)",
+            media_packets.clone(),
+        );
+        registry.register(
+            "sbc_media_relayed_bytes",
+            "Bytes relayed, counted from the IP header (both directions, XDP and userspace)",
+            media_bytes.clone(),
+        );
         registry.register(
             "sbc_media_sessions",
             "Calls with anchored media (media engine sessions)",
@@ -348,6 +362,8 @@ impl Metrics {
             media_answer_failed,
             media_datapath,
             media_ports,
+            media_packets,
+            media_bytes,
         }
     }
 
@@ -491,6 +507,18 @@ impl Metrics {
                     state: state.to_string(),
                 })
                 .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Brings the relayed packet/byte counters up to the datapath's totals.
+    pub fn media_relayed(&self, packets: u64, bytes: u64) {
+        let p = self.media_packets.get();
+        if packets > p {
+            self.media_packets.inc_by(packets - p);
+        }
+        let b = self.media_bytes.get();
+        if bytes > b {
+            self.media_bytes.inc_by(bytes - b);
         }
     }
 

@@ -429,6 +429,19 @@ pub async fn run(
         }
     }
     tasks.push(tokio::spawn(shared.clone().timer_loop()));
+    if shared.media.is_some() {
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Some(m) = &s.media {
+                    let (p, b) = m.relayed_totals();
+                    s.metrics.media_relayed(p, b);
+                }
+            }
+        }));
+    }
     tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));
 
     shutdown.await;

@@ -183,8 +183,15 @@ routes:
         "callee sees the SBC's relay port as source"
     );
     assert_eq!(from_a.map(|a| a.port()), Some(relay_a));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let m = reqwest_free_get(metrics).await;
     assert!(m.contains("sbc_media_sessions 1"), "{m}");
+    let relayed: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sbc_media_relayed_packets_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(relayed, 40, "relayed packet counter:\n{m}");
     assert!(
         m.contains("sbc_media_datapath{kind=\"userspace\"} 1"),
         "{m}"
