@@ -522,6 +522,7 @@ const REGISTRAR_KEYS: &[&str] = &[
     "default_expires",
     "max_contacts",
     "users",
+    "algorithms",
     "upstream",
     "mode",
     "keepalive",
@@ -669,6 +670,30 @@ fn registrar(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> Registrar {
         u32_range(1, 604_800),
     );
     r.max_contacts = cx.or(&f, "max_contacts", r.max_contacts, usize_range(1, 1000));
+    let algs = cx.list(&f, "algorithms");
+    if !algs.is_empty() {
+        r.algorithms.clear();
+        for (p, n) in algs {
+            match cx.scalar_node(n, &p) {
+                Field::Ok(text, pos) => match text.to_ascii_uppercase().as_str() {
+                    a @ ("SHA-256" | "MD5") => {
+                        if r.algorithms.iter().any(|x| x == a) {
+                            cx.error(pos, &p, format!("{a} listed twice"));
+                        } else {
+                            r.algorithms.push(a.to_string());
+                        }
+                    }
+                    _ => cx.error(
+                        pos,
+                        &p,
+                        format!("expected SHA-256 or MD5, got '{}'", text.escape_debug()),
+                    ),
+                },
+                Field::Missing(pos) => cx.error(pos, &p, "required value is missing"),
+                Field::Bad => {}
+            }
+        }
+    }
     r.upstream = cx.opt(&f, "upstream", name);
     r.mode = cx.or(
         &f,

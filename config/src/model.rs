@@ -167,6 +167,10 @@ pub struct Registrar {
     pub max_contacts: usize,
     /// Digest users; authentication is required when this list is not empty.
     pub users: Vec<User>,
+    /// Digest algorithms offered, in order of preference, one challenge each (RFC 8760):
+    /// `SHA-256` and/or `MD5`. Default [SHA-256, MD5]. Clients that only read the first
+    /// challenge and only know MD5 need MD5 first.
+    pub algorithms: Vec<String>,
     /// Trunk group of an upstream registrar. When set, REGISTERs are proxied there (the
     /// SBC keeps the client's flow and hides the Contact) instead of answered locally.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,6 +256,7 @@ impl Default for Registrar {
             default_expires: 3600,
             max_contacts: 10,
             users: Vec::new(),
+            algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
             upstream: None,
             mode: RegistrationMode::Contact,
             keepalive: Keepalive::default(),

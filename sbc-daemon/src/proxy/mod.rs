@@ -1262,19 +1262,29 @@ impl Proxy {
         let hops = bindings
             .into_iter()
             .map(|b| {
-                let mut hop = Hop::to(
-                    Destination::Addr(b.flow.remote),
-                    b.flow.transport,
-                    b.flow.listener,
-                );
+                // Stream flows are the only way back to the client (S-01); over UDP the
+                // flow is used for clients behind NAT, the Contact otherwise (so that a
+                // registration made on another party's behalf still reaches the Contact).
+                let use_flow = b.flow.transport.is_reliable() || b.nated;
+                let destination = if use_flow {
+                    Destination::Addr(b.flow.remote)
+                } else {
+                    SipUri::parse(&b.uri)
+                        .ok()
+                        .map(|u| uri_destination(&u).0)
+                        .unwrap_or(Destination::Addr(b.flow.remote))
+                };
+                let mut hop = Hop::to(destination, b.flow.transport, b.flow.listener);
                 hop.request_uri = Some(b.uri.clone());
-                hop.flow = Some(FlowTarget {
-                    conn: b.flow.conn,
-                    source: b.flow,
-                    aor: aor.clone(),
-                    contact: b.uri,
-                    bound: true,
-                });
+                if use_flow {
+                    hop.flow = Some(FlowTarget {
+                        conn: b.flow.conn,
+                        source: b.flow,
+                        aor: aor.clone(),
+                        contact: b.uri,
+                        bound: true,
+                    });
+                }
                 hop
             })
             .collect();
@@ -2438,6 +2448,7 @@ fn registrar_from_config(cfg: &Config) -> Registrar {
             .collect();
         let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
         crate::registrar::digest::DigestAuth::new(&r.realm, users, secret, 300)
+            .with_algorithms(&r.algorithms)
     });
     Registrar::new(settings, auth)
 }

@@ -69,6 +69,8 @@ pub struct DigestAuth {
     secret: Vec<u8>,
     users: HashMap<String, String>,
     nonce_ttl_s: u64,
+    /// Algorithms offered and accepted, in order of preference.
+    algorithms: Vec<Algorithm>,
 }
 
 impl DigestAuth {
@@ -83,7 +85,17 @@ impl DigestAuth {
             secret,
             users,
             nonce_ttl_s,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
         }
+    }
+
+    /// Offers (and accepts) only these algorithms, in this order of preference.
+    pub fn with_algorithms(mut self, names: &[String]) -> Self {
+        let algs: Vec<Algorithm> = names.iter().filter_map(|n| Algorithm::parse(n)).collect();
+        if !algs.is_empty() {
+            self.algorithms = algs;
+        }
+        self
     }
 
     pub fn realm(&self) -> &str {
@@ -108,7 +120,7 @@ impl DigestAuth {
     /// `WWW-Authenticate` values, SHA-256 first then MD5 (RFC 8760 2.4).
     pub fn challenges(&self, now: u64, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
-        [Algorithm::Sha256, Algorithm::Md5]
+        self.algorithms
             .iter()
             .map(|a| {
                 format!(
@@ -147,6 +159,9 @@ impl DigestAuth {
                 None => return AuthOutcome::Rejected("unsupported algorithm"),
             },
         };
+        if !self.algorithms.contains(&algorithm) {
+            return AuthOutcome::Rejected("algorithm not offered");
+        }
         // Our nonce?
         let Some((ts_hex, mac)) = nonce.split_once('.') else {
             return AuthOutcome::Rejected("foreign nonce");

@@ -20,6 +20,8 @@ pub struct Binding {
     pub expires_at: Instant,
     pub call_id: String,
     pub cseq: u32,
+    /// The client registered from behind NAT (requests go to the flow, not the Contact).
+    pub nated: bool,
 }
 
 impl Binding {
@@ -37,6 +39,7 @@ pub struct ContactUpdate {
     pub params: String,
     /// 0 removes the binding.
     pub expires: u32,
+    pub nated: bool,
 }
 
 /// Why a REGISTER cannot be applied.
@@ -195,6 +198,7 @@ fn new_binding(now: Instant, c: &ContactUpdate, flow: Source, call_id: &str, cse
         expires_at: now + Duration::from_secs(u64::from(c.expires)),
         call_id: call_id.to_string(),
         cseq,
+        nated: c.nated,
     }
 }
 
@@ -227,6 +231,7 @@ mod tests {
             uri: uri.into(),
             params: String::new(),
             expires,
+            nated: false,
         }
     }
 

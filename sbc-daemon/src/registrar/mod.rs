@@ -146,6 +146,7 @@ impl Registrar {
             Ok(c) => c,
             Err(_) => return RegisterReply::error(400, "Bad Contact"),
         };
+        let nated = crate::proxy::nat::detect(msg, flow.remote).nated;
         let has_star = contacts.iter().any(|c| matches!(c, Contact::Star));
         if has_star {
             if contacts.len() != 1 || header_expires != Some(0) {
@@ -193,6 +194,7 @@ impl Registrar {
                 uri: na.uri.to_string(),
                 params,
                 expires,
+                nated,
             });
         }
         if !updates.is_empty() {
