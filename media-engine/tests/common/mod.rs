@@ -1,7 +1,9 @@
-//! Helpers of the privileged datapath tests (root guard, netns topology
-//! copied from ebpf-relay's tests).
+//! Helpers of the privileged datapath tests (root guard, and the netns topology
+//! of ebpf-relay's tests, shared through a path module).
 #![allow(dead_code)]
 
+// The netns topology helper of the XDP relay tests, shared rather than copied.
+#[path = "../../../ebpf-relay/tests/common/netns.rs"]
 pub mod netns;
 
 /// Returns true if the test may run. Not root: panics with a clear message,

@@ -230,6 +230,15 @@ struct ClientEntry {
     media_offer: bool,
 }
 
+/// Why the SBC sends an OPTIONS of its own.
+#[derive(Debug, Clone, Copy)]
+enum OwnOptions {
+    /// Health probe of probed trunk n.
+    Probe(usize),
+    /// NAT keepalive to a client flow.
+    Keepalive(nat::FlowKey),
+}
+
 /// Where the OPTIONS probes of a trunk go.
 #[derive(Debug, Clone)]
 struct ProbeTarget {
@@ -451,68 +460,13 @@ impl Proxy {
         flow: Source,
         key: nat::FlowKey,
     ) -> Option<u64> {
-        let egress = self.local.listener(flow.listener).cloned()?;
-        let id = self.next_id();
-        let branch = format!("{BRANCH_PREFIX}{:016x}.k{:x}{:x}", 0u64, self.nonce, id);
-        let target = format!("sip:{}", flow.remote);
-        let payload = Bytes::from(format!(
-            "OPTIONS {target} SIP/2.0\r\n\
-             Via: SIP/2.0/{t} {hp};branch={branch}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:keepalive@{hp}>;tag={tag:x}\r\n\
-             To: <{target}>\r\n\
-             Call-ID: ka-{nonce:x}-{id:x}\r\n\
-             CSeq: 1 OPTIONS\r\n\
-             Content-Length: 0\r\n\r\n",
-            t = flow.transport.via_token(),
-            hp = egress.hostport(),
-            tag = rand::random::<u64>(),
-            nonce = self.nonce,
-        ));
         let hop = Hop::to(
             Destination::Addr(flow.remote),
             flow.transport,
             flow.listener,
         );
-        let key_tx = ClientKey {
-            branch,
-            method: Method::Options,
-        };
-        let token = TransmitToken(id);
-        self.out
-            .push_back(hop.transmit(payload.clone(), Some(token)));
-        self.clients.insert(
-            id,
-            ClientEntry {
-                key: key_tx.clone(),
-                tx: ClientTransaction::new(
-                    TransactionKind::NonInvite,
-                    Reliability::Unreliable,
-                    self.settings.timers,
-                    now,
-                ),
-                server: None,
-                is_cancel: false,
-                request: None,
-                bytes: payload,
-                hop,
-                ack: None,
-                provisional: false,
-                final_seen: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                timer_c: None,
-                token,
-                probe: None,
-                keepalive: Some(key),
-                media_offer: false,
-            },
-        );
-        self.client_index.insert(key_tx, id);
-        self.tokens.insert(token, id);
-        self.metrics.transactions(TxKind::ClientNonInvite, 1);
-        self.schedule(TimerRef::Client(id));
-        Some(id)
+        let target = format!("sip:{}", flow.remote);
+        self.send_own_options(now, hop, &target, OwnOptions::Keepalive(key))
     }
 
     /// Whether a trunk is usable (not marked down by probing).
@@ -537,23 +491,42 @@ impl Proxy {
         let interval = p.interval;
         self.timers
             .push(Reverse((now + interval, TimerRef::Probe(i))));
-        let Some(egress) = self.local.listener(target.hop.listener).cloned() else {
-            return;
-        };
+        let id = self.send_own_options(now, target.hop, &target.request_uri, OwnOptions::Probe(i));
+        if let Some(p) = self.health.get_mut(i) {
+            p.outstanding = id;
+        }
+    }
+
+    /// Sends an OPTIONS of the SBC's own (trunk probe or NAT keepalive) as a client
+    /// transaction; returns its id.
+    fn send_own_options(
+        &mut self,
+        now: Instant,
+        hop: Hop,
+        request_uri: &str,
+        purpose: OwnOptions,
+    ) -> Option<u64> {
+        let egress = self.local.listener(hop.listener).cloned()?;
         let id = self.next_id();
-        let branch = format!("{BRANCH_PREFIX}{:016x}.p{:x}{:x}", 0u64, self.nonce, id);
+        let (kind, user) = match purpose {
+            OwnOptions::Probe(_) => ("p", "probe"),
+            OwnOptions::Keepalive(_) => ("k", "keepalive"),
+        };
+        let branch = format!(
+            "{BRANCH_PREFIX}{:016x}.{kind}{:x}{:x}",
+            0u64, self.nonce, id
+        );
         let payload = Bytes::from(format!(
-            "OPTIONS {ruri} SIP/2.0\r\n\
+            "OPTIONS {request_uri} SIP/2.0\r\n\
              Via: SIP/2.0/{t} {hp};branch={branch}\r\n\
              Max-Forwards: 70\r\n\
-             From: <sip:probe@{hp}>;tag={tag:x}\r\n\
-             To: <{ruri}>\r\n\
-             Call-ID: probe-{nonce:x}-{id:x}\r\n\
+             From: <sip:{user}@{hp}>;tag={tag:x}\r\n\
+             To: <{request_uri}>\r\n\
+             Call-ID: {user}-{nonce:x}-{id:x}\r\n\
              CSeq: 1 OPTIONS\r\n\
              User-Agent: {ua}\r\n\
              Content-Length: 0\r\n\r\n",
-            ruri = target.request_uri,
-            t = target.hop.transport.via_token(),
+            t = hop.transport.via_token(),
             hp = egress.hostport(),
             tag = rand::random::<u64>(),
             nonce = self.nonce,
@@ -565,11 +538,15 @@ impl Proxy {
         };
         let token = TransmitToken(id);
         self.out
-            .push_back(target.hop.transmit(payload.clone(), Some(token)));
-        let reliability = if target.hop.transport.is_reliable() {
+            .push_back(hop.transmit(payload.clone(), Some(token)));
+        let reliability = if hop.transport.is_reliable() {
             Reliability::Reliable
         } else {
             Reliability::Unreliable
+        };
+        let (probe, keepalive) = match purpose {
+            OwnOptions::Probe(i) => (Some(i), None),
+            OwnOptions::Keepalive(k) => (None, Some(k)),
         };
         self.clients.insert(
             id,
@@ -585,7 +562,7 @@ impl Proxy {
                 is_cancel: false,
                 request: None,
                 bytes: payload,
-                hop: target.hop,
+                hop,
                 ack: None,
                 provisional: false,
                 final_seen: false,
@@ -593,18 +570,16 @@ impl Proxy {
                 cancel_sent: false,
                 timer_c: None,
                 token,
-                probe: Some(i),
-                keepalive: None,
+                probe,
+                keepalive,
                 media_offer: false,
             },
         );
         self.client_index.insert(key, id);
         self.tokens.insert(token, id);
         self.metrics.transactions(TxKind::ClientNonInvite, 1);
-        if let Some(p) = self.health.get_mut(i) {
-            p.outstanding = Some(id);
-        }
         self.schedule(TimerRef::Client(id));
+        Some(id)
     }
 
     fn probe_result(&mut self, i: usize, ok: bool) {

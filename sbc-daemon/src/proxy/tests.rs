@@ -1460,7 +1460,7 @@ fn natted_registrations_get_options_keepalives_and_are_dropped_when_they_stop_an
             .map(parse)
             .filter(|m| {
                 m.method().map(|m| m.as_str()) == Some("OPTIONS")
-                    && m.call_id().unwrap().starts_with("ka-")
+                    && m.call_id().unwrap().starts_with("keepalive-")
             })
             .collect()
     };
