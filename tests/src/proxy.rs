@@ -88,6 +88,17 @@ pub struct ProxySpec {
     /// Cargo profile of the sbcd binary to run (`debug` for tests, `release` for
     /// benchmarks).
     pub sbcd_profile: &'static str,
+    /// Media anchoring (sbcd only): relay addresses on both interfaces.
+    pub media: Option<MediaSpec>,
+}
+
+/// Media anchoring settings of the sbcd under test.
+#[derive(Debug, Clone)]
+pub struct MediaSpec {
+    /// `userspace`, `xdp` or `auto`.
+    pub datapath: &'static str,
+    /// Interfaces (in the SBC namespace) the XDP relay attaches to.
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl ProxySpec {
@@ -105,6 +116,7 @@ impl ProxySpec {
             kamailio_shm_mb: 64,
             verbose: true,
             sbcd_profile: "debug",
+            media: None,
         }
     }
 }
@@ -126,16 +138,33 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
     if let Some(w) = spec.workers {
         y.push_str(&format!("  workers: {w}\n"));
     }
+    if let Some(m) = &spec.media {
+        y.push_str(&format!(
+            "media: {{ datapath: {}, xdp_interfaces: [{}] }}\n",
+            m.datapath,
+            m.xdp_interfaces.join(", ")
+        ));
+    }
     y.push_str("interfaces:\n");
-    for (name, short, ip) in [
+    for (i, (name, short, ip)) in [
         ("outside", "out", spec.outside_ip),
         ("inside", "in", spec.inside_ip),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         y.push_str(&format!("  - name: {name}\n    listeners:\n"));
         for proto in ["udp", "tcp"] {
             y.push_str(&format!(
                 "      - {{ name: {short}-{proto}, proto: {proto}, address: {ip}, port: {} }}\n",
                 spec.port
+            ));
+        }
+        if spec.media.is_some() {
+            let base = 30000 + 1000 * i;
+            y.push_str(&format!(
+                "    media: {{ address: {ip}, port_min: {base}, port_max: {} }}\n",
+                base + 999
             ));
         }
     }

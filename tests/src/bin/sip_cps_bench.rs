@@ -188,6 +188,7 @@ impl Bench {
             kamailio_shm_mb: 1024,
             verbose: false,
             sbcd_profile: "release",
+            media: None,
         }
     }
 
