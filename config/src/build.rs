@@ -514,7 +514,14 @@ const ROOT_KEYS: &[&str] = &[
     "registrar",
     "media",
 ];
-const MEDIA_SETTINGS_KEYS: &[&str] = &["datapath", "xdp_interfaces", "learn_packets", "learn_ms"];
+const MEDIA_SETTINGS_KEYS: &[&str] = &[
+    "datapath",
+    "xdp_interfaces",
+    "learn_packets",
+    "learn_ms",
+    "timeout_s",
+    "hold_timeout_s",
+];
 const REGISTRAR_KEYS: &[&str] = &[
     "realm",
     "min_expires",
@@ -652,6 +659,8 @@ fn media_settings(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> MediaSett
     }
     m.learn_packets = cx.or(&f, "learn_packets", m.learn_packets, u32_range(0, 10_000));
     m.learn_ms = cx.or(&f, "learn_ms", m.learn_ms, u64_range(0, 60_000));
+    m.timeout_s = cx.or(&f, "timeout_s", m.timeout_s, u64_range(0, 86_400));
+    m.hold_timeout_s = cx.or(&f, "hold_timeout_s", m.hold_timeout_s, u64_range(0, 86_400));
     m
 }
 

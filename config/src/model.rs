@@ -116,6 +116,11 @@ pub struct MediaSettings {
     /// Defaults 10 packets, 3000 ms.
     pub learn_packets: u32,
     pub learn_ms: u64,
+    /// A call whose relay saw no packet in either direction for this many seconds is ended
+    /// (BYE to both legs). 0 disables. Default 60.
+    pub timeout_s: u64,
+    /// The same while the call is on hold. Default 3600.
+    pub hold_timeout_s: u64,
 }
 
 impl Default for MediaSettings {
@@ -125,6 +130,8 @@ impl Default for MediaSettings {
             xdp_interfaces: Vec::new(),
             learn_packets: 10,
             learn_ms: 3000,
+            timeout_s: 60,
+            hold_timeout_s: 3600,
         }
     }
 }

@@ -128,6 +128,23 @@ impl MediaRelay {
         }
     }
 
+    /// Packets relayed so far per call (both directions of every pair), for media
+    /// timeouts.
+    pub fn activity(&self) -> Vec<(String, u64)> {
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        calls
+            .iter()
+            .map(|(call, ids)| {
+                let total = ids
+                    .iter()
+                    .filter_map(|id| self.datapath.pair(*id))
+                    .map(|c| c.a_to_b.packets + c.b_to_a.packets)
+                    .sum();
+                (call.clone(), total)
+            })
+            .collect()
+    }
+
     /// Number of relay pairs (streams and their RTCP) in use.
     pub fn pair_count(&self) -> usize {
         self.calls

@@ -146,6 +146,7 @@ pub struct Metrics {
     media_ports: Family<PortLabel, Gauge>,
     media_packets: Counter,
     media_bytes: Counter,
+    media_timeouts: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,6 +180,12 @@ impl Metrics {
         let media_datapath = Family::<KindLabel, Gauge>::default();
         let media_ports = Family::<PortLabel, Gauge>::default();
         let media_packets = Counter::default();
+        let media_timeouts = Counter::default();
+        registry.register(
+            "sbc_media_timeouts",
+            "Calls ended by the SBC because their relay saw no media (BYE to both legs)",
+            media_timeouts.clone(),
+        );
         let media_bytes = Counter::default();
         registry.register(
             "sbc_media_relayed_packets",
@@ -364,6 +371,7 @@ impl Metrics {
             media_ports,
             media_packets,
             media_bytes,
+            media_timeouts,
         }
     }
 
@@ -520,6 +528,10 @@ impl Metrics {
         if bytes > b {
             self.media_bytes.inc_by(bytes - b);
         }
+    }
+
+    pub fn media_timeout(&self) {
+        self.media_timeouts.inc();
     }
 
     pub fn keepalive_failure(&self) {

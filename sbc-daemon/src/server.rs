@@ -133,6 +133,21 @@ impl Shared {
         }
     }
 
+    /// Tells the proxy a call's relay has been idle; it may end the call.
+    fn media_idle(self: &Arc<Self>, call_id: &str, idle: Duration) {
+        let now = Instant::now();
+        let out = {
+            let mut p = self.proxy();
+            if !p.handle_media_idle(now, call_id, idle) {
+                return;
+            }
+            drain(&mut p)
+        };
+        self.run_media();
+        self.dispatch(out);
+        self.wake.notify_one();
+    }
+
     /// A stream connection closed.
     pub fn flow_closed(self: &Arc<Self>, conn: crate::transport::ConnId) {
         self.flows.remove(conn);
@@ -433,11 +448,24 @@ pub async fn run(
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Per call: packets seen at the last change and when that was.
+            let mut seen: std::collections::HashMap<String, (u64, Instant)> = Default::default();
             loop {
                 tick.tick().await;
-                if let Some(m) = &s.media {
-                    let (p, b) = m.relayed_totals();
-                    s.metrics.media_relayed(p, b);
+                let Some(m) = &s.media else { continue };
+                let (p, b) = m.relayed_totals();
+                s.metrics.media_relayed(p, b);
+                let now = Instant::now();
+                let activity = m.activity();
+                seen.retain(|call, _| activity.iter().any(|(c, _)| c == call));
+                for (call, total) in activity {
+                    let entry = seen.entry(call.clone()).or_insert((total, now));
+                    if entry.0 != total {
+                        *entry = (total, now);
+                        continue;
+                    }
+                    let idle = now.duration_since(entry.1);
+                    s.media_idle(&call, idle);
                 }
             }
         }));

@@ -99,6 +99,8 @@ pub struct MediaSpec {
     pub datapath: &'static str,
     /// Interfaces (in the SBC namespace) the XDP relay attaches to.
     pub xdp_interfaces: Vec<String>,
+    /// `media.timeout_s` (None: sbcd's default).
+    pub timeout_s: Option<u64>,
 }
 
 impl ProxySpec {
@@ -139,8 +141,12 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
         y.push_str(&format!("  workers: {w}\n"));
     }
     if let Some(m) = &spec.media {
+        let timeout = m
+            .timeout_s
+            .map(|t| format!(", timeout_s: {t}"))
+            .unwrap_or_default();
         y.push_str(&format!(
-            "media: {{ datapath: {}, xdp_interfaces: [{}] }}\n",
+            "media: {{ datapath: {}, xdp_interfaces: [{}]{timeout} }}\n",
             m.datapath,
             m.xdp_interfaces.join(", ")
         ));

@@ -56,6 +56,7 @@ fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
         media: Some(MediaSpec {
             datapath: "userspace",
             xdp_interfaces: Vec::new(),
+            timeout_s: None,
         }),
         ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
     };
@@ -105,4 +106,68 @@ fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
         env.dump_logs();
     }
     assert!(relayed >= 200.0, "relayed packets: {relayed}");
+}
+
+#[test]
+fn media_timeout_ends_the_call_with_bye_to_both_legs() {
+    let test = "media_timeout";
+    if !require_root(test) {
+        return;
+    }
+    require_tool("sipp", "sip-tester");
+    let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
+    let (out_ns, sbc_ns, in_ns) = (
+        env.topo.outside.name().to_string(),
+        env.topo.sbc.name().to_string(),
+        env.topo.inside.name().to_string(),
+    );
+    let spec = ProxySpec {
+        t1_ms: 500,
+        media: Some(MediaSpec {
+            datapath: "userspace",
+            xdp_interfaces: Vec::new(),
+            timeout_s: Some(3),
+        }),
+        ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
+    };
+    let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
+        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    let uas_scn = render("media_timeout_uas.xml", &[], &env.dir).expect("render uas");
+    let uac_scn = render("media_timeout_uac.xml", &[], &env.dir).expect("render uac");
+    let mut uas_cfg = SippConfig::uas("uas", &in_ns, uas_scn, CORE_IP, Transport::Udp);
+    uas_cfg.extra_args = vec![
+        "-mi".into(),
+        CORE_IP.to_string(),
+        "-mp".into(),
+        "20000".into(),
+    ];
+    let uas = Sipp::start(&mut env, uas_cfg).expect("start uas");
+    let mut uac_cfg = SippConfig::uac(
+        "uac",
+        &out_ns,
+        uac_scn,
+        CLIENT_IP,
+        Transport::Udp,
+        (SBC_OUTSIDE_IP, 5060),
+    );
+    uac_cfg.extra_args = vec![
+        "-mi".into(),
+        CLIENT_IP.to_string(),
+        "-mp".into(),
+        "21000".into(),
+    ];
+    let started = std::time::Instant::now();
+    let uac = Sipp::start(&mut env, uac_cfg).expect("start uac");
+    let uac_res = uac.finish(Duration::from_secs(30)).expect("uac finished");
+    let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
+    if uac_res.exit_code != Some(0) || uas_res.exit_code != Some(0) {
+        env.dump_logs();
+    }
+    uac_res.assert_success();
+    uas_res.assert_success();
+    // The BYEs come after the 3 s timeout (checked once each scenario got its BYE).
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "BYE before the media timeout"
+    );
 }

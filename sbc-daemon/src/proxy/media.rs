@@ -115,6 +115,7 @@ impl Proxy {
         match engine.offer(&req) {
             Ok(resp) => {
                 msg.set_body(bytes::Bytes::from(resp.sdp), Some("application/sdp"));
+                let hold = resp.hold;
                 if to_tag.is_some() {
                     // A re-offer in an established dialog: the ports stay, the peers may
                     // change (hold, new address), so the relay is reprogrammed now.
@@ -124,6 +125,7 @@ impl Proxy {
                     });
                 }
                 self.metrics.media_sessions(engine.call_count());
+                self.dialog_hold(&call_id, hold);
                 Ok(true)
             }
             Err(e) => {
@@ -156,6 +158,9 @@ impl Proxy {
         match engine.answer(&req) {
             Ok(resp) => {
                 msg.set_body(bytes::Bytes::from(resp.sdp), Some("application/sdp"));
+                if resp.hold {
+                    self.dialog_hold(&call_id, true);
+                }
                 self.media_out.push_back(MediaCommand::Program {
                     call_id,
                     streams: resp.streams,

@@ -19,6 +19,7 @@
 //! no transaction and whose top Via is not ours are dropped (S-34).
 
 pub mod addressing;
+mod dialogs;
 pub mod local;
 pub mod media;
 pub mod nat;
@@ -275,6 +276,9 @@ pub struct Proxy {
     /// Per-trunk request rewriting (S-36, S-38, header rules), by trunk name.
     trunk_rules: HashMap<String, portcullis_config::Trunk>,
     media: Option<media_engine::MediaEngine>,
+    dialogs: dialogs::Dialogs,
+    media_timeout: Duration,
+    media_hold_timeout: Duration,
     /// Interfaces with a media address.
     media_interfaces: Vec<String>,
     media_out: VecDeque<media::MediaCommand>,
@@ -374,6 +378,9 @@ impl Proxy {
                 .map(|t| (t.name.clone(), t.clone()))
                 .collect(),
             media: media::engine_from_config(cfg),
+            dialogs: dialogs::Dialogs::default(),
+            media_timeout: Duration::from_secs(cfg.media.timeout_s),
+            media_hold_timeout: Duration::from_secs(cfg.media.hold_timeout_s),
             media_interfaces: cfg
                 .interfaces
                 .iter()
@@ -507,18 +514,12 @@ impl Proxy {
         purpose: OwnOptions,
     ) -> Option<u64> {
         let egress = self.local.listener(hop.listener).cloned()?;
-        let id = self.next_id();
-        let (kind, user) = match purpose {
-            OwnOptions::Probe(_) => ("p", "probe"),
-            OwnOptions::Keepalive(_) => ("k", "keepalive"),
+        let user = match purpose {
+            OwnOptions::Probe(_) => "probe",
+            OwnOptions::Keepalive(_) => "keepalive",
         };
-        let branch = format!(
-            "{BRANCH_PREFIX}{:016x}.{kind}{:x}{:x}",
-            0u64, self.nonce, id
-        );
         let payload = Bytes::from(format!(
             "OPTIONS {request_uri} SIP/2.0\r\n\
-             Via: SIP/2.0/{t} {hp};branch={branch}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:{user}@{hp}>;tag={tag:x}\r\n\
              To: <{request_uri}>\r\n\
@@ -526,16 +527,51 @@ impl Proxy {
              CSeq: 1 OPTIONS\r\n\
              User-Agent: {ua}\r\n\
              Content-Length: 0\r\n\r\n",
-            t = hop.transport.via_token(),
             hp = egress.hostport(),
             tag = rand::random::<u64>(),
             nonce = self.nonce,
+            id = self.next_id,
             ua = self.settings.server_name,
         ));
-        let key = ClientKey {
-            branch,
-            method: Method::Options,
+        self.send_own_request_as(now, hop, payload, Some(purpose))
+    }
+
+    /// Sends a request of the SBC's own (`payload` without Via; ours is added) as a client
+    /// transaction; returns its id.
+    fn send_own_request(&mut self, now: Instant, hop: Hop, payload: Bytes) -> Option<u64> {
+        self.send_own_request_as(now, hop, payload, None)
+    }
+
+    fn send_own_request_as(
+        &mut self,
+        now: Instant,
+        hop: Hop,
+        payload: Bytes,
+        purpose: Option<OwnOptions>,
+    ) -> Option<u64> {
+        let egress = self.local.listener(hop.listener).cloned()?;
+        let id = self.next_id();
+        let kind = match purpose {
+            Some(OwnOptions::Probe(_)) => "p",
+            Some(OwnOptions::Keepalive(_)) => "k",
+            None => "o",
         };
+        let branch = format!(
+            "{BRANCH_PREFIX}{:016x}.{kind}{:x}{:x}",
+            0u64, self.nonce, id
+        );
+        let mut msg = SipMessage::parse(payload).ok()?;
+        let method = msg.method().cloned()?;
+        msg.prepend_header(
+            HeaderName::Via,
+            &format!(
+                "SIP/2.0/{} {};branch={branch}",
+                hop.transport.via_token(),
+                egress.hostport()
+            ),
+        );
+        let payload = msg.to_bytes();
+        let key = ClientKey { branch, method };
         let token = TransmitToken(id);
         self.out
             .push_back(hop.transmit(payload.clone(), Some(token)));
@@ -545,8 +581,9 @@ impl Proxy {
             Reliability::Unreliable
         };
         let (probe, keepalive) = match purpose {
-            OwnOptions::Probe(i) => (Some(i), None),
-            OwnOptions::Keepalive(k) => (None, Some(k)),
+            Some(OwnOptions::Probe(i)) => (Some(i), None),
+            Some(OwnOptions::Keepalive(k)) => (None, Some(k)),
+            None => (None, None),
         };
         self.clients.insert(
             id,
@@ -874,8 +911,12 @@ impl Proxy {
 
         // Route preprocessing and target selection.
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        if in_dialog {
+            self.dialog_request_seen(&msg);
+        }
         if method == Method::Bye {
             let (call_id, from_tag, to_tag) = dialog_ids(&msg);
+            self.forget_dialog(&call_id);
             self.media_release(&call_id, &from_tag, Some(&to_tag));
         }
         self.unhide_request(now, &mut msg);
@@ -1895,9 +1936,21 @@ impl Proxy {
         c.final_seen = true;
         c.timer_c = None;
         if (200..300).contains(&status) {
-            c.request = None;
+            let invite = c.request.take();
+            let callee_hop = c.hop.clone();
             if c.media_offer {
                 let branch = c.key.branch.clone();
+                if let Some(inv) = invite.as_ref().filter(|i| {
+                    i.method() == Some(&Method::Invite)
+                        && i.to().map(|t| t.tag().is_none()).unwrap_or(false)
+                }) {
+                    if let Some(caller) = server
+                        .and_then(|sid| self.servers.get(&sid))
+                        .map(|s| s.source)
+                    {
+                        self.record_dialog(inv, &msg, dialogs::hop_to_source(&caller), callee_hop);
+                    }
+                }
                 self.media_answer(&mut msg, &branch);
             }
             if let Some(sid) = server {

@@ -1543,3 +1543,98 @@ fn per_trunk_rules_user_phone_100rel_and_headers() {
     );
     assert_eq!(fwd.header(HeaderName::UserAgent), Some("SBC"));
 }
+
+const MEDIA_CONFIG: &str = r#"
+media: { datapath: userspace, timeout_s: 60 }
+interfaces:
+  - name: outside
+    listeners:
+      - { name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }
+    media: { address: 192.0.2.1, port_min: 30000, port_max: 30999 }
+  - name: inside
+    listeners:
+      - { name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }
+    media: { address: 198.51.100.1, port_min: 31000, port_max: 31999 }
+trunks:
+  - { name: core-a, host: 198.51.100.3, port: 5060, group: core, interface: inside }
+routes:
+  - { name: all, match: { interface: outside }, group: core }
+"#;
+
+#[test]
+fn anchored_call_gets_bye_on_both_legs_after_media_timeout() {
+    let cfg = match portcullis_config::load_str(MEDIA_CONFIG, "media.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let metrics = Arc::new(Metrics::new(&["outside".into(), "inside".into()]));
+    let mut p = Proxy::new(&cfg, metrics.clone());
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKmt"), from_uac());
+    let out = drain(&mut p);
+    let fwd = parse(&out[1]);
+    assert!(
+        String::from_utf8_lossy(fwd.body()).contains("c=IN IP4 198.51.100.1"),
+        "offer anchored"
+    );
+    // The callee answers with SDP and its Contact.
+    let body = "v=0\r\no=- 2 2 IN IP4 198.51.100.3\r\ns=-\r\nc=IN IP4 198.51.100.3\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let ok = String::from_utf8(respond(&fwd, 200, "callee1").to_vec()).unwrap().replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Contact: <sip:bob@198.51.100.3:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    p.handle_message(now, Bytes::from(ok), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    assert!(
+        String::from_utf8_lossy(parse(&out[0]).body()).contains("c=IN IP4 192.0.2.1"),
+        "answer anchored"
+    );
+    let programmed: Vec<_> = std::iter::from_fn(|| p.poll_media()).collect();
+    assert!(matches!(
+        programmed.as_slice(),
+        [super::media::MediaCommand::Program { .. }]
+    ));
+
+    let call_id = fwd.call_id().unwrap().to_string();
+    assert!(
+        !p.handle_media_idle(now, &call_id, Duration::from_secs(59)),
+        "not yet"
+    );
+    assert!(p.handle_media_idle(now, &call_id, Duration::from_secs(61)));
+    let byes: Vec<(Destination, SipMessage)> = drain(&mut p)
+        .iter()
+        .map(|t| (t.destination.clone(), parse(t)))
+        .collect();
+    assert_eq!(byes.len(), 2);
+    let to_caller = byes
+        .iter()
+        .find(|(d, _)| *d == Destination::Addr(UAC.parse().unwrap()))
+        .expect("BYE to the caller");
+    assert_eq!(to_caller.1.method().map(|m| m.as_str()), Some("BYE"));
+    assert_eq!(to_caller.1.request_uri(), Some("sip:alice@192.0.2.2:5060"));
+    assert_eq!(to_caller.1.from().unwrap().tag(), Some("callee1"));
+    assert_eq!(to_caller.1.to().unwrap().tag(), Some("a1"));
+    assert_eq!(to_caller.1.call_id().unwrap(), call_id);
+    let to_callee = byes
+        .iter()
+        .find(|(d, _)| *d == Destination::Addr(TRUNK_A.parse().unwrap()))
+        .expect("BYE to the callee");
+    assert_eq!(to_callee.1.request_uri(), Some("sip:bob@198.51.100.3:5060"));
+    assert_eq!(to_callee.1.from().unwrap().tag(), Some("a1"));
+    assert_eq!(
+        to_callee.1.cseq().unwrap().seq,
+        2,
+        "above the caller's INVITE CSeq"
+    );
+    let released: Vec<_> = std::iter::from_fn(|| p.poll_media()).collect();
+    assert!(matches!(
+        released.as_slice(),
+        [super::media::MediaCommand::Release { .. }]
+    ));
+    assert!(metrics.encode().contains("sbc_media_timeouts_total 1"));
+    // Once ended, the call does not time out again.
+    assert!(!p.handle_media_idle(now, &call_id, Duration::from_secs(120)));
+}
