@@ -145,6 +145,17 @@ impl MediaRelay {
             .collect()
     }
 
+    /// The XDP program's packet counts by outcome (None with the userspace datapath).
+    pub fn xdp_outcomes(&self) -> Option<Vec<(&'static str, u64)>> {
+        match self.datapath.xdp_stats()? {
+            Ok(stats) => Some(stats.iter().map(|(o, n)| (o.name(), n)).collect()),
+            Err(e) => {
+                debug!(error = %e, "cannot read XDP statistics");
+                None
+            }
+        }
+    }
+
     /// Number of relay pairs (streams and their RTCP) in use.
     pub fn pair_count(&self) -> usize {
         self.calls

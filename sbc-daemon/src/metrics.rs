@@ -147,6 +147,12 @@ pub struct Metrics {
     media_packets: Counter,
     media_bytes: Counter,
     media_timeouts: Counter,
+    media_xdp: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -181,6 +187,12 @@ impl Metrics {
         let media_ports = Family::<PortLabel, Gauge>::default();
         let media_packets = Counter::default();
         let media_timeouts = Counter::default();
+        let media_xdp = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "sbc_media_xdp_packets",
+            "Packets seen by the XDP relay program, by outcome (forwarded_tx, forwarded_redirect, pass_*, drop_*)",
+            media_xdp.clone(),
+        );
         registry.register(
             "sbc_media_timeouts",
             "Calls ended by the SBC because their relay saw no media (BYE to both legs)",
@@ -372,6 +384,7 @@ impl Metrics {
             media_packets,
             media_bytes,
             media_timeouts,
+            media_xdp,
         }
     }
 
@@ -527,6 +540,17 @@ impl Metrics {
         let b = self.media_bytes.get();
         if bytes > b {
             self.media_bytes.inc_by(bytes - b);
+        }
+    }
+
+    /// Brings an XDP outcome counter up to the program's total.
+    pub fn media_xdp(&self, outcome: &str, total: u64) {
+        let c = self.media_xdp.get_or_create(&OutcomeLabel {
+            outcome: outcome.to_string(),
+        });
+        let cur = c.get();
+        if total > cur {
+            c.inc_by(total - cur);
         }
     }
 

@@ -455,6 +455,9 @@ pub async fn run(
                 let Some(m) = &s.media else { continue };
                 let (p, b) = m.relayed_totals();
                 s.metrics.media_relayed(p, b);
+                for (outcome, n) in m.xdp_outcomes().unwrap_or_default() {
+                    s.metrics.media_xdp(outcome, n);
+                }
                 let now = Instant::now();
                 let activity = m.activity();
                 seen.retain(|call, _| activity.iter().any(|(c, _)| c == call));

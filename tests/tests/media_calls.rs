@@ -14,7 +14,7 @@ use portcullis_tests::TestEnv;
 
 const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 
-fn relayed_packets(ns: &str) -> f64 {
+fn metric_value(ns: &str, name: &str) -> f64 {
     let out = portcullis_tests::netns::run(
         "ip",
         &[
@@ -28,19 +28,39 @@ fn relayed_packets(ns: &str) -> f64 {
     )
     .unwrap_or_default();
     out.lines()
-        .find_map(|l| l.strip_prefix("sbc_media_relayed_packets_total "))
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
 
-#[test]
-fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
-    let test = "media_call_userspace";
+/// Runs `f` on a thread inside network namespace `ns` (XDP attaches in the caller's
+/// namespace).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("thread in {ns} panicked"))
+}
+
+/// One call with RTP both ways through sbcd with `datapath`; returns the test env (for
+/// metrics) after both sipp peers succeeded.
+fn media_call(
+    test: &str,
+    datapath: &'static str,
+) -> Option<(TestEnv, String, Vec<ebpf_relay::PassProgram>, Proxy)> {
     if !require_root(test) {
-        return;
+        return None;
     }
     require_tool("sipp", "sip-tester");
     require_tool("curl", "curl");
+    require_tool("ethtool", "ethtool");
     assert!(
         std::path::Path::new(PCAP).is_file(),
         "{PCAP} missing: install sip-tester"
@@ -51,16 +71,38 @@ fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
         env.topo.sbc.name().to_string(),
         env.topo.inside.name().to_string(),
     );
+    let mut passes = Vec::new();
+    let mut xdp_interfaces = Vec::new();
+    if datapath == "xdp" {
+        // veth: frames the SBC's XDP program sends arrive only if the peer veth has an XDP
+        // program too; locally generated UDP leaves veth with a partial checksum.
+        for (ns, dev) in [
+            (out_ns.clone(), format!("{}c0", env.topo.stem)),
+            (in_ns.clone(), format!("{}i0", env.topo.stem)),
+        ] {
+            portcullis_tests::netns::run(
+                "ip",
+                &["netns", "exec", &ns, "ethtool", "-K", &dev, "tx", "off"],
+            )
+            .unwrap_or_else(|e| panic!("ethtool on {dev}: {e}"));
+            let d = dev.clone();
+            passes.push(
+                in_netns(&ns, move || ebpf_relay::PassProgram::attach(&d, false))
+                    .unwrap_or_else(|e| panic!("XDP pass program on {dev}: {e}")),
+            );
+        }
+        xdp_interfaces = vec![env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone()];
+    }
     let spec = ProxySpec {
         t1_ms: 500,
         media: Some(MediaSpec {
-            datapath: "userspace",
-            xdp_interfaces: Vec::new(),
+            datapath,
+            xdp_interfaces,
             timeout_s: None,
         }),
         ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
     };
-    let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
+    let proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
     let vars = vec![("PCAP".to_string(), PCAP.to_string())];
     let uas_scn = render("media_uas.xml", &vars, &env.dir).expect("render uas");
@@ -100,12 +142,47 @@ fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
     uac_res.assert_success();
     uas_res.assert_success();
     std::thread::sleep(Duration::from_millis(1500));
+    Some((env, sbc_ns, passes, proxy))
+}
+
+#[test]
+fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
+    let Some((mut env, sbc_ns, _, _proxy)) = media_call("media_call_userspace", "userspace") else {
+        return;
+    };
     // 3 s of 50 packet/s from the caller, echoed back by the callee: ~300 relayed.
-    let relayed = relayed_packets(&sbc_ns);
+    let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
     if relayed < 200.0 {
         env.dump_logs();
     }
     assert!(relayed >= 200.0, "relayed packets: {relayed}");
+}
+
+#[test]
+fn rtp_is_relayed_by_the_xdp_program_once_latched() {
+    let Some((mut env, sbc_ns, passes, _proxy)) = media_call("media_call_xdp", "xdp") else {
+        return;
+    };
+    let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
+    let by_xdp = metric_value(
+        &sbc_ns,
+        "sbc_media_xdp_packets_total{outcome=\"forwarded_redirect\"}",
+    ) + metric_value(
+        &sbc_ns,
+        "sbc_media_xdp_packets_total{outcome=\"forwarded_tx\"}",
+    );
+    eprintln!("relayed {relayed} packets, {by_xdp} of them by XDP");
+    if relayed < 200.0 || by_xdp < 150.0 {
+        env.dump_logs();
+    }
+    assert!(relayed >= 200.0, "relayed packets: {relayed}");
+    // After latching (the first packets of each direction go through userspace), the
+    // XDP program forwards the stream.
+    assert!(
+        by_xdp >= 150.0,
+        "packets forwarded by XDP: {by_xdp} of {relayed}"
+    );
+    drop(passes);
 }
 
 #[test]
