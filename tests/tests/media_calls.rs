@@ -147,20 +147,21 @@ fn media_call(
 
 #[test]
 fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
-    let Some((mut env, sbc_ns, _, _proxy)) = media_call("media_call_userspace", "userspace") else {
+    let Some((env, sbc_ns, _, _proxy)) = media_call("media_call_userspace", "userspace") else {
         return;
     };
-    // 3 s of 50 packet/s from the caller, echoed back by the callee: ~300 relayed.
+    // g711a.pcap holds ~100 packets (2 s at 50/s); the callee echoes them: ~200 relayed.
+    // One direction alone could not reach 150.
     let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
-    if relayed < 200.0 {
+    if relayed < 150.0 {
         env.dump_logs();
     }
-    assert!(relayed >= 200.0, "relayed packets: {relayed}");
+    assert!(relayed >= 150.0, "relayed packets: {relayed}");
 }
 
 #[test]
 fn rtp_is_relayed_by_the_xdp_program_once_latched() {
-    let Some((mut env, sbc_ns, passes, _proxy)) = media_call("media_call_xdp", "xdp") else {
+    let Some((env, sbc_ns, passes, _proxy)) = media_call("media_call_xdp", "xdp") else {
         return;
     };
     let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
@@ -172,10 +173,10 @@ fn rtp_is_relayed_by_the_xdp_program_once_latched() {
         "sbc_media_xdp_packets_total{outcome=\"forwarded_tx\"}",
     );
     eprintln!("relayed {relayed} packets, {by_xdp} of them by XDP");
-    if relayed < 200.0 || by_xdp < 150.0 {
+    if relayed < 150.0 || by_xdp < 150.0 {
         env.dump_logs();
     }
-    assert!(relayed >= 200.0, "relayed packets: {relayed}");
+    assert!(relayed >= 150.0, "relayed packets: {relayed}");
     // After latching (the first packets of each direction go through userspace), the
     // XDP program forwards the stream.
     assert!(

@@ -156,11 +156,11 @@ fn two_phones_register_with_digest_and_call_through_the_default_sbcd_with_media_
         Some(2.0),
         "both phones registered"
     );
-    // The caller played several seconds of 50 packet/s G.711 and the callee echoed it: both
-    // directions went through the relay.
+    // The caller played g711a.pcap (~100 packets of 50 packet/s G.711) and the callee
+    // echoed it: both directions went through the relay (one alone stays near 100).
     std::thread::sleep(Duration::from_millis(1500));
     let relayed = metric(&ns, "sbc_media_relayed_packets_total").unwrap_or(0.0);
-    assert!(relayed >= 200.0, "relayed packets: {relayed}");
+    assert!(relayed >= 150.0, "relayed packets: {relayed}");
     assert_eq!(
         metric(&ns, "sbc_media_sessions"),
         Some(0.0),
