@@ -177,6 +177,7 @@ impl Proxy {
 
     /// Releases the media of a call (BYE, CANCEL, failed INVITE).
     pub(super) fn media_release(&mut self, call_id: &str, from_tag: &str, to_tag: Option<&str>) {
+        self.late_offers.remove(call_id);
         let Some(engine) = self.media.as_mut() else {
             return;
         };
@@ -201,5 +202,99 @@ impl Proxy {
             .as_ref()
             .map(|e| e.port_usage())
             .unwrap_or_default()
+    }
+}
+
+/// A late offer (RFC 3264 with the offer in the 2xx and the answer in the ACK) waiting for
+/// its ACK.
+#[derive(Debug, Clone)]
+pub(super) struct LateOffer {
+    /// Tag of the callee (the offerer).
+    pub offerer_tag: String,
+    /// Tag of the caller (the answerer).
+    pub answerer_tag: String,
+}
+
+impl Proxy {
+    /// A 2xx with SDP to an INVITE that carried none: the SDP is the callee's offer toward
+    /// the caller; the answer comes in the ACK.
+    pub(super) fn media_late_offer(
+        &mut self,
+        msg: &mut SipMessage,
+        callee_iface: &str,
+        caller_iface: &str,
+    ) {
+        if !is_sdp(msg) || !self.anchors(caller_iface, callee_iface) {
+            return;
+        }
+        let call_id = msg.call_id().unwrap_or("").to_string();
+        let caller_tag = tag_of(msg.from().ok().and_then(|f| f.tag().map(str::to_string)));
+        let callee_tag = tag_of(msg.to().ok().and_then(|t| t.tag().map(str::to_string)));
+        let sdp = msg.body().to_vec();
+        let Some(engine) = self.media.as_mut() else {
+            return;
+        };
+        let req = OfferRequest {
+            call_id: &call_id,
+            from_tag: &callee_tag,
+            to_tag: Some(&caller_tag),
+            via_branch: None,
+            sdp: &sdp,
+            ingress_interface: callee_iface,
+            egress_interface: caller_iface,
+            flags: Flags::default(),
+        };
+        match engine.offer(&req) {
+            Ok(resp) => {
+                msg.set_body(bytes::Bytes::from(resp.sdp), Some("application/sdp"));
+                self.metrics.media_sessions(engine.call_count());
+                self.late_offers.insert(
+                    call_id,
+                    LateOffer {
+                        offerer_tag: callee_tag,
+                        answerer_tag: caller_tag,
+                    },
+                );
+            }
+            Err(e) => {
+                warn!(call_id, error = %e, "late SDP offer cannot be anchored; forwarding it unchanged")
+            }
+        }
+    }
+
+    /// The ACK answering a late offer: its SDP is rewritten and the relay programmed.
+    pub(super) fn media_late_answer(&mut self, msg: &mut SipMessage) {
+        let call_id = msg.call_id().unwrap_or("").to_string();
+        let Some(late) = self.late_offers.remove(&call_id) else {
+            return;
+        };
+        if !is_sdp(msg) {
+            return;
+        }
+        let sdp = msg.body().to_vec();
+        let Some(engine) = self.media.as_mut() else {
+            return;
+        };
+        let req = AnswerRequest {
+            call_id: &call_id,
+            from_tag: &late.offerer_tag,
+            to_tag: &late.answerer_tag,
+            via_branch: None,
+            sdp: &sdp,
+            flags: Flags::default(),
+        };
+        match engine.answer(&req) {
+            Ok(resp) => {
+                msg.set_body(bytes::Bytes::from(resp.sdp), Some("application/sdp"));
+                self.media_out.push_back(MediaCommand::Program {
+                    call_id,
+                    streams: resp.streams,
+                });
+            }
+            Err(e) => {
+                warn!(call_id, error = %e, "SDP answer in the ACK cannot be anchored; forwarding it unchanged");
+                self.metrics.media_answer_failed();
+            }
+        }
     }
 }

@@ -229,6 +229,8 @@ struct ClientEntry {
     keepalive: Option<nat::FlowKey>,
     /// The request carried an SDP offer the media engine anchored.
     media_offer: bool,
+    /// An INVITE without SDP between anchoring interfaces: a 2xx with SDP is a late offer.
+    late_offer: Option<(String, String)>,
 }
 
 /// Why the SBC sends an OPTIONS of its own.
@@ -277,6 +279,7 @@ pub struct Proxy {
     trunk_rules: HashMap<String, portcullis_config::Trunk>,
     media: Option<media_engine::MediaEngine>,
     dialogs: dialogs::Dialogs,
+    late_offers: HashMap<String, media::LateOffer>,
     media_timeout: Duration,
     media_hold_timeout: Duration,
     /// Interfaces with a media address.
@@ -379,6 +382,7 @@ impl Proxy {
                 .collect(),
             media: media::engine_from_config(cfg),
             dialogs: dialogs::Dialogs::default(),
+            late_offers: HashMap::new(),
             media_timeout: Duration::from_secs(cfg.media.timeout_s),
             media_hold_timeout: Duration::from_secs(cfg.media.hold_timeout_s),
             media_interfaces: cfg
@@ -610,6 +614,7 @@ impl Proxy {
                 probe,
                 keepalive,
                 media_offer: false,
+                late_offer: None,
             },
         );
         self.client_index.insert(key, id);
@@ -1498,6 +1503,11 @@ impl Proxy {
         } else {
             false
         };
+        // (callee interface, caller interface) for a late offer in the 2xx.
+        let late_offer = (msg.method() == Some(&Method::Invite)
+            && msg.body().is_empty()
+            && self.anchors(&ingress_l.interface, &egress.interface))
+        .then(|| (egress.interface.clone(), ingress_l.interface.clone()));
         if egress.interface != ingress_l.interface && self.hides(&egress.interface) {
             self.hide_request(now, server, &mut msg, &egress);
         }
@@ -1545,6 +1555,7 @@ impl Proxy {
             probe: None,
             keepalive: None,
             media_offer,
+            late_offer,
         };
         self.clients.insert(id, entry);
         self.client_index.insert(key, id);
@@ -1625,6 +1636,7 @@ impl Proxy {
             _ => {}
         }
         let in_dialog = msg.to().map(|t| t.tag().is_some()).unwrap_or(false);
+        self.media_late_answer(&mut msg);
         self.unhide_request(now, &mut msg);
         let Plan::Forward { mut hops, .. } =
             self.plan(now, &mut msg, &src, in_dialog, &Method::Ack)
@@ -1830,6 +1842,7 @@ impl Proxy {
                 probe: None,
                 keepalive: None,
                 media_offer: false,
+                late_offer: None,
             },
         );
         self.client_index.insert(key, id);
@@ -1938,7 +1951,22 @@ impl Proxy {
         if (200..300).contains(&status) {
             let invite = c.request.take();
             let callee_hop = c.hop.clone();
-            if c.media_offer {
+            if let Some((callee_iface, caller_iface)) = c.late_offer.take() {
+                if let Some(inv) = invite.as_ref() {
+                    if let Some(caller) = server
+                        .and_then(|sid| self.servers.get(&sid))
+                        .map(|s| s.source)
+                    {
+                        self.record_dialog(
+                            inv,
+                            &msg,
+                            dialogs::hop_to_source(&caller),
+                            callee_hop.clone(),
+                        );
+                    }
+                }
+                self.media_late_offer(&mut msg, &callee_iface, &caller_iface);
+            } else if c.media_offer {
                 let branch = c.key.branch.clone();
                 if let Some(inv) = invite.as_ref().filter(|i| {
                     i.method() == Some(&Method::Invite)

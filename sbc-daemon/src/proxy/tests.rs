@@ -1638,3 +1638,77 @@ fn anchored_call_gets_bye_on_both_legs_after_media_timeout() {
     // Once ended, the call does not time out again.
     assert!(!p.handle_media_idle(now, &call_id, Duration::from_secs(120)));
 }
+
+#[test]
+fn late_offer_in_the_2xx_and_answer_in_the_ack_are_anchored() {
+    let cfg = match portcullis_config::load_str(MEDIA_CONFIG, "media.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let now = Instant::now();
+    // An INVITE without SDP.
+    let inv = String::from_utf8(invite("bob", "z9hG4bKlate").to_vec()).unwrap();
+    let head = inv.split("Content-Type:").next().unwrap().to_string();
+    let no_sdp = format!("{head}Content-Length: 0\r\n\r\n");
+    p.handle_message(now, Bytes::from(no_sdp), from_uac());
+    let out = drain(&mut p);
+    let fwd = parse(&out[1]);
+    assert!(fwd.body().is_empty());
+    // The callee offers in its 2xx.
+    let body = "v=0\r\no=- 2 2 IN IP4 198.51.100.3\r\ns=-\r\nc=IN IP4 198.51.100.3\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let ok = String::from_utf8(respond(&fwd, 200, "lo1").to_vec()).unwrap().replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Contact: <sip:bob@198.51.100.3:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    p.handle_message(now, Bytes::from(ok), from_core(TRUNK_A));
+    let out = drain(&mut p);
+    let ok_out = parse(&out[0]);
+    let offer = String::from_utf8_lossy(ok_out.body()).to_string();
+    assert!(
+        offer.contains("c=IN IP4 192.0.2.1"),
+        "late offer anchored toward the caller:\n{offer}"
+    );
+    assert!(
+        std::iter::from_fn(|| p.poll_media()).next().is_none(),
+        "nothing to relay before the answer"
+    );
+    // The caller answers in the ACK.
+    let answer = "v=0\r\no=- 3 3 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let rr = ok_out.header_values(HeaderName::RecordRoute);
+    let mut ack = format!(
+        "ACK sip:bob@198.51.100.3:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKlateack\r\n"
+    );
+    for r in rr.iter().rev() {
+        ack.push_str(&format!("Route: {r}\r\n"));
+    }
+    ack.push_str(&format!(
+        "Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>;tag=lo1\r\n\
+         Call-ID: {}\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        fwd.call_id().unwrap(),
+        answer.len()
+    ));
+    p.handle_message(now, Bytes::from(ack), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(out.len(), 1);
+    let fwd_ack = parse(&out[0]);
+    let ans = String::from_utf8_lossy(fwd_ack.body()).to_string();
+    assert!(
+        ans.contains("c=IN IP4 198.51.100.1"),
+        "answer anchored toward the callee:\n{ans}"
+    );
+    let cmds: Vec<_> = std::iter::from_fn(|| p.poll_media()).collect();
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [super::media::MediaCommand::Program { .. }]
+        ),
+        "{cmds:?}"
+    );
+}
