@@ -1682,9 +1682,8 @@ fn late_offer_in_the_2xx_and_answer_in_the_ack_are_anchored() {
     // The caller answers in the ACK.
     let answer = "v=0\r\no=- 3 3 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     let rr = ok_out.header_values(HeaderName::RecordRoute);
-    let mut ack = format!(
-        "ACK sip:bob@198.51.100.3:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKlateack\r\n"
-    );
+    let mut ack = "ACK sip:bob@198.51.100.3:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKlateack\r\n"
+        .to_string();
     for r in rr.iter().rev() {
         ack.push_str(&format!("Route: {r}\r\n"));
     }
