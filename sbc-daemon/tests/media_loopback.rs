@@ -1,6 +1,7 @@
 //! Media anchoring end to end on loopback with real sockets: the SDP offer and answer are
 //! rewritten to the SBC's relay ports, RTP is relayed both ways by the userspace datapath,
-//! and a BYE releases the relay (nothing is forwarded afterwards).
+//! hold and resume by re-INVITE keep the ports and media flows again, and a BYE releases the
+//! relay (nothing is forwarded afterwards, ports are free again).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -197,6 +198,100 @@ routes:
         "{m}"
     );
 
+    // Hold and resume by re-INVITE: the relay ports stay the same, media flows again after
+    // the resume.
+    let route_lines: Vec<String> = resp
+        .lines()
+        .filter(|l| l.starts_with("Record-Route:"))
+        .map(|l| l.replacen("Record-Route:", "Route:", 1))
+        .collect();
+    let uac_media_port = uac_rtp.local_addr().unwrap().port();
+    let uas_media_port = uas_rtp.local_addr().unwrap().port();
+    for (n, direction, answer_direction) in
+        [(2u32, "sendonly", "recvonly"), (3, "sendrecv", "sendrecv")]
+    {
+        let offer = sdp(uac_media_port).replace("a=sendrecv", &format!("a={direction}"));
+        let reinvite = format!(
+            "INVITE sip:bob@127.0.0.1:{uas_sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{uac_port};rport;branch=z9hG4bKre{n}\r\n{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: media1@test\r\n\
+             CSeq: {n} INVITE\r\nContact: <sip:alice@127.0.0.1:{uac_port}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{offer}",
+            route_lines.join("\r\n"),
+            offer.len()
+        );
+        uac.send_to(reinvite.as_bytes(), ("127.0.0.1", sip))
+            .await
+            .unwrap();
+        let (re, from) = recv_until(&uas, |m| {
+            m.starts_with("INVITE") && m.contains(&format!("CSeq: {n} INVITE"))
+        })
+        .await;
+        assert_eq!(
+            media_port(&re),
+            relay_b,
+            "re-INVITE keeps the callee-side relay port"
+        );
+        assert!(re.contains(&format!("a={direction}")), "{re}");
+        let ans = sdp(uas_media_port).replace("a=sendrecv", &format!("a={answer_direction}"));
+        let mut ok = "SIP/2.0 200 OK\r\n".to_string();
+        for l in re.lines().filter(|l| {
+            l.starts_with("Via:")
+                || l.starts_with("From:")
+                || l.starts_with("Call-ID:")
+                || l.starts_with("CSeq:")
+                || l.starts_with("To:")
+        }) {
+            ok.push_str(l);
+            ok.push_str("\r\n");
+        }
+        ok.push_str(&format!(
+            "Contact: <sip:bob@127.0.0.1:{uas_sip}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{ans}",
+            ans.len()
+        ));
+        uas.send_to(ok.as_bytes(), from).await.unwrap();
+        let (r, _) = recv_until(&uac, |m| {
+            m.starts_with("SIP/2.0 200") && m.contains(&format!("CSeq: {n} INVITE"))
+        })
+        .await;
+        assert_eq!(
+            media_port(&r),
+            relay_a,
+            "re-INVITE keeps the caller-side relay port"
+        );
+        let ack = format!(
+            "ACK sip:bob@127.0.0.1:{uas_sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{uac_port};rport;branch=z9hG4bKreack{n}\r\n{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: media1@test\r\n\
+             CSeq: {n} ACK\r\nContent-Length: 0\r\n\r\n",
+            route_lines.join("\r\n")
+        );
+        uac.send_to(ack.as_bytes(), ("127.0.0.1", sip))
+            .await
+            .unwrap();
+        let _ = recv_until(&uas, |m| m.starts_with("ACK")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..10u16 {
+        uac_rtp
+            .send_to(&rtp(200 + i), ("127.0.0.1", relay_a))
+            .await
+            .unwrap();
+        uas_rtp
+            .send_to(&rtp(300 + i), ("127.0.0.1", relay_b))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        count_rtp(&uas_rtp, Duration::from_millis(400)).await.0,
+        10,
+        "media after resume (caller -> callee)"
+    );
+    assert_eq!(
+        count_rtp(&uac_rtp, Duration::from_millis(300)).await.0,
+        10,
+        "media after resume (callee -> caller)"
+    );
+
     // BYE releases the relay: later RTP is not forwarded.
     let rr: Vec<String> = resp
         .lines()
@@ -224,6 +319,10 @@ routes:
     assert_eq!(after, 0, "no media after BYE");
     let m = reqwest_free_get(metrics).await;
     assert!(m.contains("sbc_media_sessions 0"), "{m}");
+    assert!(
+        m.contains("sbc_media_ports{interface=\"lo\",state=\"used\"} 0"),
+        "ports freed after BYE:\n{m}"
+    );
     let _ = stop.send(());
     daemon.abort();
 }
