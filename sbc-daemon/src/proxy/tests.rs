@@ -1711,3 +1711,87 @@ fn late_offer_in_the_2xx_and_answer_in_the_ack_are_anchored() {
         "{cmds:?}"
     );
 }
+
+/// Mutated messages of every kind fed to the whole proxy core (routing, registrar,
+/// topology hiding, media), with time moving on: no panic, and the proxy keeps working.
+#[test]
+fn mutated_messages_never_panic_the_proxy_core() {
+    let cfg = match portcullis_config::load_str(
+        &format!(
+            "{}{}",
+            TOPO_CONFIG.replace("policy: { topology_hiding: true }", "policy: { topology_hiding: true }\n    media: { address: 192.0.2.1, port_min: 30000, port_max: 30999 }"),
+            "registrar:\n  users: [{ user: alice, password: x }]\n"
+        ),
+        "fuzz.yaml",
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let now = Instant::now();
+    p.start(now);
+    let seeds: Vec<Vec<u8>> = vec![
+        invite("bob", "z9hG4bKf1").to_vec(),
+        inside_invite().to_vec(),
+        register("alice", "sip:alice@10.1.1.5", 300, 1, "rf").to_vec(),
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKpc0000000000000000.1\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKx\r\nRecord-Route: <sip:192.0.2.1;lr>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f@g\r\nCSeq: 1 INVITE\r\nContact: <sip:c@192.0.2.50>\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        b"BYE sip:dg0123456789abcdef@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKb\r\nRoute: <sip:192.0.2.1:5060;lr;ft=00>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f@g\r\nCSeq: 2 BYE\r\nMax-Forwards: 1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    ];
+    let mut state: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..4000u64 {
+        let mut m = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..(1 + next() % 4) {
+            if m.is_empty() {
+                break;
+            }
+            let pos = (next() % m.len() as u64) as usize;
+            match next() % 4 {
+                0 => m[pos] = (next() & 0xff) as u8,
+                1 => {
+                    m.truncate(pos);
+                }
+                2 => m.insert(pos, b";:<>@\r\n,="[(next() % 9) as usize]),
+                _ => {
+                    let end = (pos + (next() % 16) as usize).min(m.len());
+                    m.drain(pos..end);
+                }
+            }
+        }
+        let src = if i % 2 == 0 {
+            from_uac()
+        } else {
+            from_inside("198.51.100.9:5060")
+        };
+        p.handle_message(now + Duration::from_millis(i), Bytes::from(m), src);
+        p.handle_timeout(now + Duration::from_millis(i));
+        let _ = drain(&mut p);
+        let _ = std::iter::from_fn(|| p.poll_media()).count();
+    }
+    // Still working afterwards.
+    let fresh = String::from_utf8(inside_invite().to_vec())
+        .unwrap()
+        .replace("z9hG4bKproxy1", "z9hG4bKalive")
+        .replace("topo1@", "alive@");
+    p.handle_message(
+        now + Duration::from_secs(10),
+        Bytes::from(fresh),
+        from_inside("198.51.100.9:5060"),
+    );
+    let out = drain(&mut p);
+    assert!(
+        out.iter().any(|t| parse(t).method().is_some()),
+        "proxy still forwards: {:?}",
+        out.iter()
+            .map(|t| String::from_utf8_lossy(&t.payload).to_string())
+            .collect::<Vec<_>>()
+    );
+}
