@@ -560,7 +560,13 @@ const LISTENER_KEYS: &[&str] = &[
     "tls",
 ];
 const TLS_KEYS: &[&str] = &["certificate", "private_key", "ca", "verify_client"];
-const MEDIA_KEYS: &[&str] = &["address", "advertised_address", "port_min", "port_max"];
+const MEDIA_KEYS: &[&str] = &[
+    "address",
+    "advertised_address",
+    "port_min",
+    "port_max",
+    "max_sessions",
+];
 const POLICY_KEYS: &[&str] = &[
     "anchor_media",
     "topology_hiding",
@@ -861,11 +867,13 @@ fn interface(cx: &mut Cx<'_>, node: &Node, path: &str) -> Interface {
             let advertised_address = cx.opt(&m, "advertised_address", ip);
             let port_min = cx.or(&m, "port_min", 20000, rtp_port);
             let port_max = cx.or(&m, "port_max", 29999, rtp_port);
+            let max_sessions = cx.or(&m, "max_sessions", 0, u32_range(0, 10_000_000));
             i.media = Some(Media {
                 address: address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
                 advertised_address,
                 port_min,
                 port_max,
+                max_sessions,
             });
         }
     }

@@ -107,6 +107,7 @@ fn builtin_default() -> Config {
                 advertised_address: None,
                 port_min: 30000,
                 port_max: 39999,
+                max_sessions: 0,
             }),
             policy: InterfacePolicy::default(),
         }],

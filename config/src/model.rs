@@ -400,6 +400,9 @@ pub struct Media {
     pub port_min: u16,
     /// Default 29999.
     pub port_max: u16,
+    /// Calls with media anchored on this interface at most (0: only the port range
+    /// limits). Beyond it new calls get 503. Default 0.
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

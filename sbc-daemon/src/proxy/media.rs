@@ -99,6 +99,26 @@ impl Proxy {
         let from_tag = tag_of(msg.from().ok().and_then(|f| f.tag().map(str::to_string)));
         let to_tag = msg.to().ok().and_then(|t| t.tag().map(str::to_string));
         let sdp = msg.body().to_vec();
+        // Session limit per interface (new calls only).
+        let is_new = self
+            .media
+            .as_ref()
+            .is_some_and(|e| e.query(&call_id).is_none());
+        if is_new {
+            for iface in [ingress, egress] {
+                let limit = self.media_limits.get(iface).copied().unwrap_or(0);
+                let used = self.media_calls.get(iface).map_or(0, |c| c.len());
+                if limit > 0 && used >= limit as usize {
+                    warn!(
+                        call_id,
+                        interface = iface,
+                        limit,
+                        "media session limit reached"
+                    );
+                    return Err(503);
+                }
+            }
+        }
         let Some(engine) = self.media.as_mut() else {
             return Ok(false);
         };
@@ -125,6 +145,12 @@ impl Proxy {
                     });
                 }
                 self.metrics.media_sessions(engine.call_count());
+                for iface in [ingress, egress] {
+                    self.media_calls
+                        .entry(iface.to_string())
+                        .or_default()
+                        .insert(call_id.clone());
+                }
                 self.dialog_hold(&call_id, hold);
                 Ok(true)
             }
@@ -185,6 +211,9 @@ impl Proxy {
         debug!(call_id, ?outcome, "media session released");
         self.metrics.media_sessions(engine.call_count());
         if engine.query(call_id).is_none() {
+            for calls in self.media_calls.values_mut() {
+                calls.remove(call_id);
+            }
             self.media_out.push_back(MediaCommand::Release {
                 call_id: call_id.to_string(),
             });

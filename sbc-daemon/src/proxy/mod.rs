@@ -280,6 +280,9 @@ pub struct Proxy {
     media: Option<media_engine::MediaEngine>,
     dialogs: dialogs::Dialogs,
     late_offers: HashMap<String, media::LateOffer>,
+    /// Media session limit per interface (0: none) and the calls anchored on each.
+    media_limits: HashMap<String, u32>,
+    media_calls: HashMap<String, std::collections::HashSet<String>>,
     media_timeout: Duration,
     media_hold_timeout: Duration,
     /// Interfaces with a media address.
@@ -383,6 +386,12 @@ impl Proxy {
             media: media::engine_from_config(cfg),
             dialogs: dialogs::Dialogs::default(),
             late_offers: HashMap::new(),
+            media_limits: cfg
+                .interfaces
+                .iter()
+                .filter_map(|i| i.media.as_ref().map(|m| (i.name.clone(), m.max_sessions)))
+                .collect(),
+            media_calls: HashMap::new(),
             media_timeout: Duration::from_secs(cfg.media.timeout_s),
             media_hold_timeout: Duration::from_secs(cfg.media.hold_timeout_s),
             media_interfaces: cfg

@@ -1795,3 +1795,44 @@ fn mutated_messages_never_panic_the_proxy_core() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn media_session_limit_per_interface_gives_503() {
+    let cfg_text = MEDIA_CONFIG.replace(
+        "media: { address: 198.51.100.1, port_min: 31000, port_max: 31999 }",
+        "media: { address: 198.51.100.1, port_min: 31000, port_max: 31999, max_sessions: 1 }",
+    );
+    let cfg = match portcullis_config::load_str(&cfg_text, "limit.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKlim1"), from_uac());
+    let out = drain(&mut p);
+    assert!(parse(&out[1]).method().is_some(), "first call forwarded");
+    p.handle_message(now, invite("carl", "z9hG4bKlim2"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        status_of(out.last().unwrap()),
+        Some(503),
+        "second call over the limit"
+    );
+    // The first call ends (CANCEL before answer releases it): room again.
+    let cancel = Bytes::from(
+        "CANCEL sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKlim1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: call-z9hG4bKlim1@192.0.2.2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+    );
+    p.handle_message(now, cancel, from_uac());
+    drain(&mut p);
+    p.handle_message(now, invite("dora", "z9hG4bKlim3"), from_uac());
+    let out = drain(&mut p);
+    assert!(
+        parse(&out[1]).method().is_some(),
+        "a call fits again after the first ended"
+    );
+}
