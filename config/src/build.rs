@@ -570,6 +570,7 @@ const MEDIA_KEYS: &[&str] = &[
 const POLICY_KEYS: &[&str] = &[
     "anchor_media",
     "topology_hiding",
+    "call_id_masking",
     "nat_fixing",
     "allow_request_uri_routing",
     "registration_client_expires",
@@ -883,6 +884,7 @@ fn interface(cx: &mut Cx<'_>, node: &Node, path: &str) -> Interface {
         i.policy = InterfacePolicy {
             anchor_media: cx.or(&p, "anchor_media", d.anchor_media, boolean),
             topology_hiding: cx.or(&p, "topology_hiding", d.topology_hiding, boolean),
+            call_id_masking: cx.or(&p, "call_id_masking", d.call_id_masking, boolean),
             nat_fixing: cx.or(&p, "nat_fixing", d.nat_fixing, boolean),
             allow_request_uri_routing: cx.or(
                 &p,

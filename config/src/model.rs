@@ -411,6 +411,9 @@ pub struct InterfacePolicy {
     pub anchor_media: bool,
     /// Default false.
     pub topology_hiding: bool,
+    /// With topology hiding: the Call-ID is replaced by an opaque one on this interface.
+    /// Default false.
+    pub call_id_masking: bool,
     /// Default true.
     pub nat_fixing: bool,
     /// Default false: when no route matches, forward by Request-URI host instead of 404.
@@ -429,6 +432,7 @@ impl Default for InterfacePolicy {
         InterfacePolicy {
             anchor_media: true,
             topology_hiding: false,
+            call_id_masking: false,
             nat_fixing: true,
             registration_client_expires: 0,
             registration_upstream_expires: 3600,

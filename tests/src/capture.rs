@@ -59,6 +59,39 @@ impl Capture {
         Ok(Capture { process, pcap })
     }
 
+    /// Stops the capture and returns the UDP/TCP payload of every captured packet (SIP
+    /// ports only), for assertions on the raw bytes that crossed the link.
+    pub fn finish_payloads(mut self) -> Result<Vec<Vec<u8>>> {
+        std::thread::sleep(Duration::from_millis(300));
+        self.process.signal(libc::SIGINT);
+        let _ = self.process.wait_timeout(Duration::from_secs(5));
+        self.process.stop(Duration::from_secs(1));
+        let pcap = self.pcap.display().to_string();
+        let out = crate::netns::run(
+            "tshark",
+            &[
+                "-r",
+                &pcap,
+                "-T",
+                "fields",
+                "-e",
+                "udp.payload",
+                "-e",
+                "tcp.payload",
+            ],
+        )?;
+        Ok(out
+            .lines()
+            .map(|l| {
+                let hex: String = l.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+                (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect::<Vec<u8>>()
+            })
+            .filter(|p| !p.is_empty())
+            .collect())
+    }
+
     /// Stops the capture and decodes the SIP messages in it.
     pub fn finish(mut self) -> Result<Vec<WireMessage>> {
         // Give the last packets a moment to be written, then let tshark flush and exit.

@@ -99,6 +99,23 @@ impl SipMessage {
         self.edited = true;
     }
 
+    /// Replaces the value of the header line at `index` (position in [`Self::headers`]),
+    /// keeping its name as written. Returns false if there is no such line.
+    pub fn set_header_at(&mut self, index: usize, value: &str) -> bool {
+        let Some(line) = self.lines.get(index) else {
+            return false;
+        };
+        let h = self.header_of(line);
+        let (name, raw_name) = (h.name, h.raw_name.to_owned());
+        self.lines[index] = Line::Owned {
+            name,
+            raw_name,
+            value: value.to_owned(),
+        };
+        self.edited = true;
+        true
+    }
+
     /// Removes every line of `name`; returns how many were removed.
     pub fn remove_headers(&mut self, name: HeaderName) -> usize {
         let before = self.lines.len();

@@ -273,6 +273,7 @@ pub struct Proxy {
     /// Trunk group and mode of the upstream registrar, when REGISTERs are proxied.
     upstream_registrar: Option<(String, portcullis_config::RegistrationMode)>,
     hidden: topology::HiddenDialogs,
+    call_id_masks: topology::CallIdMasks,
     keepalive_cfg: portcullis_config::Keepalive,
     keepalives: nat::KeepaliveTable,
     /// Per-trunk request rewriting (S-36, S-38, header rules), by trunk name.
@@ -373,6 +374,7 @@ impl Proxy {
                 .clone()
                 .map(|g| (g, cfg.registrar.mode)),
             hidden: topology::HiddenDialogs::default(),
+            call_id_masks: topology::CallIdMasks::default(),
             keepalive_cfg: cfg.registrar.keepalive.clone(),
             keepalives: nat::KeepaliveTable::default(),
             trunk_rules: cfg
@@ -574,6 +576,9 @@ impl Proxy {
             0u64, self.nonce, id
         );
         let mut msg = SipMessage::parse(payload).ok()?;
+        if self.masks_call_id(&egress.interface) {
+            self.mask_call_id(now, &mut msg);
+        }
         let method = msg.method().cloned()?;
         msg.prepend_header(
             HeaderName::Via,
@@ -704,7 +709,7 @@ impl Proxy {
 
     /// A received message (one datagram, or one framed message from a stream).
     pub fn handle_message(&mut self, now: Instant, raw: Bytes, src: Source) {
-        let msg = match SipMessage::parse(raw) {
+        let mut msg = match SipMessage::parse(raw) {
             Ok(m) => m,
             Err(e) => {
                 self.metrics.parse_error(self.iface_name(src.listener));
@@ -712,6 +717,9 @@ impl Proxy {
                 return;
             }
         };
+        if self.masks_call_id(self.iface_name(src.listener)) {
+            self.unmask_call_id(now, &mut msg);
+        }
         if msg.is_request() {
             self.handle_request(now, msg, src);
         } else {
@@ -799,6 +807,7 @@ impl Proxy {
     /// creating one.
     fn reply_stateless(
         &mut self,
+        now: Instant,
         msg: &SipMessage,
         src: &Source,
         code: u16,
@@ -819,6 +828,8 @@ impl Proxy {
             &self.settings.server_name,
             extra,
         );
+        let iface = self.iface_name(src.listener).to_string();
+        let payload = self.mask_payload_for(now, &iface, payload);
         self.out.push_back(Transmit {
             listener: src.listener,
             transport: src.transport,
@@ -840,7 +851,7 @@ impl Proxy {
     ) {
         if let Err(e) = msg.validate_request() {
             debug!(peer = %src.remote, error = %e, "rejecting invalid request");
-            self.reply_stateless(&msg, &src, 400, "Bad Request", &[]);
+            self.reply_stateless(now, &msg, &src, 400, "Bad Request", &[]);
             return;
         }
         let ruri_ok = msg
@@ -848,17 +859,17 @@ impl Proxy {
             .and_then(|u| SipUri::parse(u).ok())
             .is_some();
         if !ruri_ok {
-            self.reply_stateless(&msg, &src, 416, "Unsupported URI Scheme", &[]);
+            self.reply_stateless(now, &msg, &src, 416, "Unsupported URI Scheme", &[]);
             return;
         }
         match msg.max_forwards() {
             Ok(Some(0)) => {
-                self.reply_stateless(&msg, &src, 483, "Too Many Hops", &[]);
+                self.reply_stateless(now, &msg, &src, 483, "Too Many Hops", &[]);
                 return;
             }
             Ok(_) => {}
             Err(_) => {
-                self.reply_stateless(&msg, &src, 400, "Bad Max-Forwards", &[]);
+                self.reply_stateless(now, &msg, &src, 400, "Bad Max-Forwards", &[]);
                 return;
             }
         }
@@ -866,6 +877,7 @@ impl Proxy {
         if !proxy_require.is_empty() {
             let unsupported = proxy_require.join(", ");
             self.reply_stateless(
+                now,
                 &msg,
                 &src,
                 420,
@@ -876,7 +888,7 @@ impl Proxy {
         }
         let loop_hash = loop_hash(&msg);
         if self.is_loop(&msg, loop_hash) {
-            self.reply_stateless(&msg, &src, 482, "Loop Detected", &[]);
+            self.reply_stateless(now, &msg, &src, 482, "Loop Detected", &[]);
             return;
         }
 
@@ -1352,6 +1364,16 @@ impl Proxy {
 
     /// Sends a response through server transaction `id` if the transaction allows it.
     fn send_response(&mut self, now: Instant, id: u64, code: u16, payload: Bytes) {
+        let Some(s) = self.servers.get(&id) else {
+            return;
+        };
+        // A response leaving on an interface that masks Call-IDs carries the masked one.
+        let iface = self
+            .local
+            .listener(s.source.listener)
+            .map(|l| l.interface.clone())
+            .unwrap_or_default();
+        let payload = self.mask_payload_for(now, &iface, payload);
         let Some(s) = self.servers.get_mut(&id) else {
             return;
         };
@@ -1676,6 +1698,9 @@ impl Proxy {
         let ingress_iface = self.iface_name(src.listener).to_string();
         if egress.interface != ingress_iface && self.hides(&egress.interface) {
             msg.remove_headers(HeaderName::Via);
+            if self.masks_call_id(&egress.interface) {
+                self.mask_call_id(now, &mut msg);
+            }
         }
         let via = format!(
             "SIP/2.0/{} {};branch={}",
@@ -1706,7 +1731,7 @@ impl Proxy {
         let invite = ServerKey::for_request(&msg, Some(Method::Invite))
             .and_then(|k| self.server_index.get(&k).copied());
         let Some(invite_id) = invite else {
-            self.reply_stateless(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            self.reply_stateless(now, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         // A server transaction for the CANCEL itself absorbs its retransmissions.
@@ -2211,6 +2236,7 @@ impl Proxy {
                 TimerRef::Housekeeping => {
                     self.reg_cache.purge(now);
                     self.hidden.purge(now);
+                    self.call_id_masks.purge(now);
                     if self.registrar.purge(now) > 0 {
                         self.metrics.registrar_bindings(self.registrar.bindings());
                     }

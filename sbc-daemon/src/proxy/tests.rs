@@ -1389,8 +1389,12 @@ fn topology_hiding_outside_caller_sees_only_sbc_addresses_in_responses() {
     assert!(rr_out[0].starts_with("<sip:192.0.2.1:5060;r2=on;lr"));
     let contact = resp.header(HeaderName::Contact).unwrap().to_string();
     assert!(contact.starts_with("<sip:dg"), "{contact}");
-    // Known gap: other headers (Warning here) are not rewritten yet.
-    let head = headers_text(&out[0]).replace("Warning: 399 198.51.100.3 \"inside\"", "");
+    // The inside address in the Warning header is replaced by the SBC's outside address.
+    assert_eq!(
+        resp.header_by_name("Warning"),
+        Some("399 192.0.2.1 \"inside\"")
+    );
+    let head = headers_text(&out[0]);
     assert!(
         !head.contains("198.51.100"),
         "inside address leaked:\n{head}"
@@ -1835,4 +1839,50 @@ fn media_session_limit_per_interface_gives_503() {
         parse(&out[1]).method().is_some(),
         "a call fits again after the first ended"
     );
+}
+
+#[test]
+fn call_id_masking_hides_the_inside_call_id_and_restores_it() {
+    let cfg_text = TOPO_CONFIG.replace(
+        "policy: { topology_hiding: true }",
+        "policy: { topology_hiding: true, call_id_masking: true }",
+    );
+    let cfg = match portcullis_config::load_str(&cfg_text, "mask.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let now = Instant::now();
+    p.handle_message(now, inside_invite(), from_inside("198.51.100.9:5060"));
+    let out = drain(&mut p);
+    let fwd_t = out.iter().find(|t| parse(t).method().is_some()).unwrap();
+    let fwd = parse(fwd_t);
+    let masked = fwd.call_id().unwrap().to_string();
+    assert!(masked.starts_with("pcm"), "{masked}");
+    assert!(!masked.contains("topo1"), "{masked}");
+    // The phone answers with the masked Call-ID; the PBX gets its own back.
+    p.handle_message(
+        now,
+        respond(&fwd, 180, "m1"),
+        from_uac_addr("192.0.2.50:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(parse(&out[0]).call_id().unwrap(), "topo1@pbx.corp.internal");
+    // A call created outside keeps its Call-ID in both directions.
+    p.handle_message(
+        now,
+        invite("alice", "z9hG4bKnative"),
+        from_uac_addr("192.0.2.2:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(status_of(&out[0]), Some(100));
+    assert_eq!(
+        parse(&out[0]).call_id().unwrap(),
+        "call-z9hG4bKnative@192.0.2.2"
+    );
+    let fwd = parse(&out[1]);
+    assert_eq!(fwd.call_id().unwrap(), "call-z9hG4bKnative@192.0.2.2");
 }

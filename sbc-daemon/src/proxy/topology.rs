@@ -11,12 +11,15 @@
 //! - requests that come back from X to a dialog-token URI get the real Y Contact as
 //!   Request-URI and the Y-side route set as Route headers.
 //!
-//! SDP `o=`/`c=` are rewritten by the media engine when media is anchored. Call-ID masking
-//! is not implemented yet.
+//! IP literals in informational headers (Call-Info, Warning, Alert-Info, Error-Info,
+//! Server, User-Agent, Organization, P-*) are replaced by the SBC's address on X. SDP
+//! `o=`/`c=` are rewritten by the media engine when media is anchored. Not hidden yet:
+//! Call-ID (no masking) and host names in From/To.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use portcullis_sip::{HeaderName, NameAddr, SipMessage, SipUri};
 
 use super::addressing::ListenerInfo;
@@ -179,6 +182,10 @@ impl Proxy {
             }
         }
         self.hide_contact(now, msg, route_to_y, x);
+        self.mask_informational_headers(msg, x);
+        if self.masks_call_id(&x.interface) {
+            self.mask_call_id(now, msg);
+        }
     }
 
     fn hide_contact(
@@ -245,6 +252,7 @@ impl Proxy {
             }
         }
         self.hide_contact(now, msg, route_to_y, x);
+        self.mask_informational_headers(msg, x);
     }
 
     /// A request to a dialog-token URI: the real Contact becomes the Request-URI and the
@@ -275,3 +283,167 @@ impl Proxy {
         true
     }
 }
+
+/// Headers that may carry addresses of the hidden side besides the routing headers
+/// (S-07): replaced IP literals in them never leave on a hiding interface.
+fn is_informational_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "call-info"
+            | "warning"
+            | "alert-info"
+            | "error-info"
+            | "server"
+            | "user-agent"
+            | "organization"
+    ) || n.starts_with("p-")
+}
+
+/// Replaces every IPv4 literal in `text` with `with`.
+pub(super) fn mask_ipv4(text: &str, with: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit()
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'.'))
+        {
+            let start = i;
+            let mut j = i;
+            while j < bytes.len() && (bytes[j].is_ascii_digit() || bytes[j] == b'.') {
+                j += 1;
+            }
+            let candidate = text[start..j].trim_end_matches('.');
+            let end = start + candidate.len();
+            let followed_by_alnum = bytes.get(end).is_some_and(|b| b.is_ascii_alphabetic());
+            if !followed_by_alnum && candidate.parse::<std::net::Ipv4Addr>().is_ok() {
+                out.push_str(with);
+                i = end;
+                continue;
+            }
+            out.push_str(&text[start..j]);
+            i = j;
+            continue;
+        }
+        let ch_len = text[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+impl Proxy {
+    /// IP literals in informational headers (Call-Info, Warning, P-*, ...) replaced by the
+    /// SBC's address on `x`.
+    pub(super) fn mask_informational_headers(&self, msg: &mut SipMessage, x: &ListenerInfo) {
+        let hits: Vec<(usize, String, String)> = msg
+            .headers()
+            .enumerate()
+            .filter(|(_, h)| is_informational_header(h.raw_name))
+            .map(|(i, h)| (i, h.raw_name.to_string(), h.value.to_string()))
+            .filter(|(_, _, v)| mask_ipv4(v, "x") != *v)
+            .collect();
+        for (i, _, value) in hits {
+            msg.set_header_at(i, &mask_ipv4(&value, &x.advertised_host));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_ipv4;
+
+    #[test]
+    fn ipv4_literals_are_masked_and_nothing_else() {
+        assert_eq!(
+            mask_ipv4("<http://10.1.2.3/p.png>;purpose=icon", "sbc"),
+            "<http://sbc/p.png>;purpose=icon"
+        );
+        assert_eq!(mask_ipv4("399 198.51.100.3 \"x\"", "sbc"), "399 sbc \"x\"");
+        assert_eq!(
+            mask_ipv4("v1.2.3.4 and 1.2.3.4a and 300.1.1.1 and 2.5", "sbc"),
+            "v1.2.3.4 and 1.2.3.4a and 300.1.1.1 and 2.5"
+        );
+        assert_eq!(mask_ipv4("a 1.2.3.4. end", "sbc"), "a sbc. end");
+    }
+}
+
+/// Call-ID masking (S-05, optional per interface): on an interface with
+/// `call_id_masking`, the Call-ID of the other side is replaced by an opaque one, and
+/// restored on everything that comes back.
+#[derive(Debug, Default)]
+pub(super) struct CallIdMasks {
+    /// masked -> (original, last use)
+    by_masked: HashMap<String, (String, Instant)>,
+    /// Call-IDs created on the masking side itself (its own calls keep their Call-ID).
+    native: HashMap<String, Instant>,
+}
+
+impl CallIdMasks {
+    pub(super) fn purge(&mut self, now: Instant) {
+        self.by_masked.retain(|_, (_, t)| *t + DIALOG_IDLE > now);
+        self.native.retain(|_, t| *t + DIALOG_IDLE > now);
+    }
+}
+
+impl Proxy {
+    pub(super) fn masks_call_id(&self, iface: &str) -> bool {
+        self.settings
+            .policies
+            .get(iface)
+            .is_some_and(|p| p.topology_hiding && p.call_id_masking)
+    }
+
+    /// Replaces the Call-ID by its masked form.
+    pub(super) fn mask_call_id(&mut self, now: Instant, msg: &mut SipMessage) {
+        let Ok(original) = msg.call_id().map(str::to_string) else {
+            return;
+        };
+        if self.call_id_masks.by_masked.contains_key(&original)
+            || self.call_id_masks.native.contains_key(&original)
+        {
+            return;
+        }
+        let masked = format!(
+            "{}{:016x}",
+            MASK_PREFIX,
+            super::fnv1a(&[original.as_bytes(), &self.nonce.to_be_bytes()])
+        );
+        self.call_id_masks
+            .by_masked
+            .insert(masked.clone(), (original, now));
+        msg.set_header(HeaderName::CallId, &masked);
+    }
+
+    /// Restores the original Call-ID of a message that came from a masking interface.
+    pub(super) fn unmask_call_id(&mut self, now: Instant, msg: &mut SipMessage) {
+        let Ok(cid) = msg.call_id() else {
+            return;
+        };
+        if let Some((original, last)) = self.call_id_masks.by_masked.get_mut(cid) {
+            *last = now;
+            let original = original.clone();
+            msg.set_header(HeaderName::CallId, &original);
+        } else {
+            self.call_id_masks.native.insert(cid.to_string(), now);
+        }
+    }
+
+    /// Masks the Call-ID of a payload about to leave on `iface` when that interface masks.
+    pub(super) fn mask_payload_for(&mut self, now: Instant, iface: &str, payload: Bytes) -> Bytes {
+        if !self.masks_call_id(iface) {
+            return payload;
+        }
+        match SipMessage::parse(payload.clone()) {
+            Ok(mut m) => {
+                self.mask_call_id(now, &mut m);
+                m.to_bytes()
+            }
+            Err(_) => payload,
+        }
+    }
+}
+
+/// Prefix of masked Call-IDs.
+const MASK_PREFIX: &str = "pcm";
