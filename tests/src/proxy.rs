@@ -47,6 +47,8 @@ pub struct Trunk {
     pub transport: Transport,
     /// Lower is tried first.
     pub priority: u32,
+    /// OPTIONS probing interval (sbcd only; None: no probing).
+    pub probe_interval_s: Option<u64>,
 }
 
 impl Trunk {
@@ -58,6 +60,7 @@ impl Trunk {
             port: 5060,
             transport,
             priority,
+            probe_interval_s: None,
         }
     }
 }
@@ -176,8 +179,12 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
     }
     y.push_str("trunks:\n");
     for t in &spec.trunks {
+        let probe = t
+            .probe_interval_s
+            .map(|s| format!(", probe_interval_s: {s}"))
+            .unwrap_or_default();
         y.push_str(&format!(
-            "  - {{ name: {}, host: {}, port: {}, transport: {}, group: core, interface: inside, priority: {} }}\n",
+            "  - {{ name: {}, host: {}, port: {}, transport: {}, group: core, interface: inside, priority: {}{probe} }}\n",
             t.name,
             t.host,
             t.port,

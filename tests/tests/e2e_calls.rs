@@ -614,3 +614,102 @@ fn failover_first_upstream_down() {
 fn failover_first_upstream_503() {
     failover("failover_503", true);
 }
+
+fn sbc_metric(ns: &str, name: &str) -> Option<f64> {
+    let out = portcullis_tests::netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9090/metrics",
+        ],
+    )
+    .ok()?;
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// (f3) OPTIONS probing (S-28): the first member answers probes, then stops; it is marked
+/// down within the probe interval, and calls go straight to the second member (no failover
+/// attempt on the dead one).
+#[test]
+fn failover_with_options_probing_skips_the_stopped_member() {
+    let Some((mut env, kind, names)) = setup("failover_probing") else {
+        return;
+    };
+    if kind == ProxyKind::Kamailio {
+        eprintln!("failover_with_options_probing: sbcd-only test (probing is sbcd's own config)");
+        return;
+    }
+    let mut first = Trunk::new("core-a", CORE_IP2, Transport::Udp, 1);
+    first.probe_interval_s = Some(1);
+    let mut proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![first, Trunk::new("core-b", CORE_IP, Transport::Udp, 2)],
+        T1_DEFAULT_MS,
+    );
+    let scn = render("options_responder.xml", &[], &env.dir).expect("render");
+    let mut responder = Sipp::start(
+        &mut env,
+        SippConfig::uas(
+            "probe-responder",
+            &names.inside,
+            scn,
+            CORE_IP2,
+            Transport::Udp,
+        )
+        .calls(0),
+    )
+    .expect("start responder");
+    // Up while it answers.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        sbc_metric(&names.sbc, "sbc_trunk_up{trunk=\"core-a\"}"),
+        Some(1.0),
+        "core-a answers its probes"
+    );
+    // The member stops: marked down within the probe interval (a probe left unanswered
+    // at the next one).
+    responder.process().stop(Duration::from_secs(2));
+    let stopped = std::time::Instant::now();
+    portcullis_tests::env::wait_until("core-a marked down", Duration::from_secs(5), || {
+        Ok(sbc_metric(&names.sbc, "sbc_trunk_up{trunk=\"core-a\"}") == Some(0.0))
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+    let took = stopped.elapsed();
+    assert!(took <= Duration::from_secs(3), "marked down after {took:?}");
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call.xml",
+        "uas_call.xml",
+        Transport::Udp,
+        Transport::Udp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    assert_count(
+        "calls answered by the second member",
+        distinct_calls(&uas.received_requests("INVITE")),
+        CALLS,
+    );
+    assert_eq!(
+        sbc_metric(
+            &names.sbc,
+            "sbc_sip_trunk_failovers_total{trunk=\"core-a\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "the down member was skipped, not tried and failed over"
+    );
+    proxy.ensure_running().expect("proxy still running");
+}
