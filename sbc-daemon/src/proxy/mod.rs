@@ -242,6 +242,46 @@ enum OwnOptions {
     Keepalive(nat::FlowKey),
 }
 
+impl ClientEntry {
+    /// A client transaction for `bytes` sent to `hop` at `now` (the caller fills in what
+    /// it is for).
+    fn new(
+        key: ClientKey,
+        kind: TransactionKind,
+        hop: Hop,
+        bytes: Bytes,
+        token: TransmitToken,
+        timers: TimerConfig,
+        now: Instant,
+    ) -> ClientEntry {
+        let reliability = if hop.transport.is_reliable() {
+            Reliability::Reliable
+        } else {
+            Reliability::Unreliable
+        };
+        ClientEntry {
+            key,
+            tx: ClientTransaction::new(kind, reliability, timers, now),
+            server: None,
+            is_cancel: false,
+            request: None,
+            bytes,
+            hop,
+            ack: None,
+            provisional: false,
+            final_seen: false,
+            cancel_wanted: false,
+            cancel_sent: false,
+            timer_c: None,
+            token,
+            probe: None,
+            keepalive: None,
+            media_offer: false,
+            late_offer: None,
+        }
+    }
+}
+
 /// Where the OPTIONS probes of a trunk go.
 #[derive(Debug, Clone)]
 struct ProbeTarget {
@@ -590,52 +630,34 @@ impl Proxy {
         );
         let payload = msg.to_bytes();
         let key = ClientKey { branch, method };
-        let token = TransmitToken(id);
-        self.out
-            .push_back(hop.transmit(payload.clone(), Some(token)));
-        let reliability = if hop.transport.is_reliable() {
-            Reliability::Reliable
-        } else {
-            Reliability::Unreliable
-        };
-        let (probe, keepalive) = match purpose {
-            Some(OwnOptions::Probe(i)) => (Some(i), None),
-            Some(OwnOptions::Keepalive(k)) => (None, Some(k)),
-            None => (None, None),
-        };
-        self.clients.insert(
-            id,
-            ClientEntry {
-                key: key.clone(),
-                tx: ClientTransaction::new(
-                    TransactionKind::NonInvite,
-                    reliability,
-                    self.settings.timers,
-                    now,
-                ),
-                server: None,
-                is_cancel: false,
-                request: None,
-                bytes: payload,
-                hop,
-                ack: None,
-                provisional: false,
-                final_seen: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                timer_c: None,
-                token,
-                probe,
-                keepalive,
-                media_offer: false,
-                late_offer: None,
-            },
+        let mut entry = ClientEntry::new(
+            key,
+            TransactionKind::NonInvite,
+            hop,
+            payload,
+            TransmitToken(id),
+            self.settings.timers,
+            now,
         );
-        self.client_index.insert(key, id);
-        self.tokens.insert(token, id);
-        self.metrics.transactions(TxKind::ClientNonInvite, 1);
-        self.schedule(TimerRef::Client(id));
+        match purpose {
+            Some(OwnOptions::Probe(i)) => entry.probe = Some(i),
+            Some(OwnOptions::Keepalive(k)) => entry.keepalive = Some(k),
+            None => {}
+        }
+        self.start_client(id, entry);
         Some(id)
+    }
+
+    /// Sends the request of a new client transaction and registers it (index, transmit
+    /// token for send failures, metrics, timers).
+    fn start_client(&mut self, id: u64, entry: ClientEntry) {
+        self.out
+            .push_back(entry.hop.transmit(entry.bytes.clone(), Some(entry.token)));
+        self.client_index.insert(entry.key.clone(), id);
+        self.tokens.insert(entry.token, id);
+        self.metrics.transactions(client_kind(entry.tx.kind()), 1);
+        self.clients.insert(id, entry);
+        self.schedule(TimerRef::Client(id));
     }
 
     fn probe_result(&mut self, i: usize, ok: bool) {
@@ -1559,43 +1581,25 @@ impl Proxy {
         } else {
             TransactionKind::NonInvite
         };
-        let reliability = if hop.transport.is_reliable() {
-            Reliability::Reliable
-        } else {
-            Reliability::Unreliable
-        };
         let key = ClientKey { branch, method };
-        let token = TransmitToken(id);
         debug!(to = %hop.destination, transport = %hop.transport, trunk = ?hop.trunk, "forwarding request");
-        self.out.push_back(hop.transmit(bytes.clone(), Some(token)));
-        let entry = ClientEntry {
-            key: key.clone(),
-            tx: ClientTransaction::new(kind, reliability, self.settings.timers, now),
-            server: Some(server),
-            is_cancel: false,
-            request: Some(msg),
-            bytes,
+        let mut entry = ClientEntry::new(
+            key,
+            kind,
             hop,
-            ack: None,
-            provisional: false,
-            final_seen: false,
-            cancel_wanted: false,
-            cancel_sent: false,
-            timer_c: None,
-            token,
-            probe: None,
-            keepalive: None,
-            media_offer,
-            late_offer,
-        };
-        self.clients.insert(id, entry);
-        self.client_index.insert(key, id);
-        self.tokens.insert(token, id);
-        self.metrics.transactions(client_kind(kind), 1);
+            bytes,
+            TransmitToken(id),
+            self.settings.timers,
+            now,
+        );
+        entry.server = Some(server);
+        entry.request = Some(msg);
+        entry.media_offer = media_offer;
+        entry.late_offer = late_offer;
+        self.start_client(id, entry);
         if let Some(s) = self.servers.get_mut(&server) {
             s.branches.push(id);
         }
-        self.schedule(TimerRef::Client(id));
         true
     }
 
@@ -1844,45 +1848,18 @@ impl Proxy {
         };
         let server = c.server;
         let id = self.next_id();
-        let token = TransmitToken(id);
-        self.out.push_back(hop.transmit(bytes.clone(), Some(token)));
-        let reliability = if hop.transport.is_reliable() {
-            Reliability::Reliable
-        } else {
-            Reliability::Unreliable
-        };
-        self.clients.insert(
-            id,
-            ClientEntry {
-                key: key.clone(),
-                tx: ClientTransaction::new(
-                    TransactionKind::NonInvite,
-                    reliability,
-                    self.settings.timers,
-                    now,
-                ),
-                server,
-                is_cancel: true,
-                request: None,
-                bytes,
-                hop,
-                ack: None,
-                provisional: false,
-                final_seen: false,
-                cancel_wanted: false,
-                cancel_sent: false,
-                timer_c: None,
-                token,
-                probe: None,
-                keepalive: None,
-                media_offer: false,
-                late_offer: None,
-            },
+        let mut entry = ClientEntry::new(
+            key,
+            TransactionKind::NonInvite,
+            hop,
+            bytes,
+            TransmitToken(id),
+            self.settings.timers,
+            now,
         );
-        self.client_index.insert(key, id);
-        self.tokens.insert(token, id);
-        self.metrics.transactions(TxKind::ClientNonInvite, 1);
-        self.schedule(TimerRef::Client(id));
+        entry.server = server;
+        entry.is_cancel = true;
+        self.start_client(id, entry);
     }
 
     // --------------------------------------------------------------- responses
