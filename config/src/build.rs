@@ -590,6 +590,7 @@ const TRUNK_KEYS: &[&str] = &[
     "probe_failures",
     "request_uri_params",
     "disable_100rel",
+    "request_uri_form",
     "headers",
 ];
 const HEADER_RULE_KEYS: &[&str] = &["action", "name", "value", "from_header"];
@@ -965,6 +966,7 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         probe_failures: 1,
         request_uri_params: Vec::new(),
         disable_100rel: false,
+        request_uri_form: UriForm::Keep,
         headers: Vec::new(),
     };
     let Some(f) = cx.fields(Some(node), path, TRUNK_KEYS) else {
@@ -987,6 +989,12 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
     t.probe_interval_s = cx.or(&f, "probe_interval_s", 0, u64_range(0, 86_400));
     t.probe_failures = cx.or(&f, "probe_failures", 1, u32_range(1, 100));
     t.disable_100rel = cx.or(&f, "disable_100rel", false, boolean);
+    t.request_uri_form = cx.or(
+        &f,
+        "request_uri_form",
+        UriForm::Keep,
+        one_of(&UriForm::ALL, UriForm::as_str),
+    );
     for (p, n) in cx.list(&f, "request_uri_params") {
         match cx.scalar_node(n, &p) {
             Field::Ok(text, pos) => match uri_param(&text) {

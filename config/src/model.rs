@@ -470,8 +470,31 @@ pub struct Trunk {
     pub request_uri_params: Vec<String>,
     /// Remove `100rel` from Supported toward this trunk (S-38). Default false.
     pub disable_100rel: bool,
+    /// Request-URI form toward this trunk (S-37): keep (default), sip
+    /// (`sip:<number>@<trunk host>;user=phone`) or tel (`tel:<number>`).
+    pub request_uri_form: UriForm,
     /// Header manipulation on requests sent to this trunk, applied in order.
     pub headers: Vec<HeaderRule>,
+}
+
+/// Request-URI form toward a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UriForm {
+    Keep,
+    Sip,
+    Tel,
+}
+
+impl UriForm {
+    pub const ALL: [UriForm; 3] = [UriForm::Keep, UriForm::Sip, UriForm::Tel];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UriForm::Keep => "keep",
+            UriForm::Sip => "sip",
+            UriForm::Tel => "tel",
+        }
+    }
 }
 
 /// A header manipulation rule.

@@ -421,7 +421,10 @@ impl Proxy {
                 .trunks
                 .iter()
                 .filter(|t| {
-                    !t.request_uri_params.is_empty() || t.disable_100rel || !t.headers.is_empty()
+                    !t.request_uri_params.is_empty()
+                        || t.disable_100rel
+                        || !t.headers.is_empty()
+                        || t.request_uri_form != portcullis_config::UriForm::Keep
                 })
                 .map(|t| (t.name.clone(), t.clone()))
                 .collect(),
@@ -2524,7 +2527,27 @@ fn registrar_from_config(cfg: &Config) -> Registrar {
 /// Per-trunk rewriting of a request about to be sent to the trunk: Request-URI parameters
 /// (S-36), 100rel stripped from Supported (S-38), header rules.
 fn apply_trunk_rules(msg: &mut SipMessage, t: &portcullis_config::Trunk) {
-    if !t.request_uri_params.is_empty() {
+    // Request-URI form (S-37): the number moves between sip:...;user=phone and tel:.
+    if t.request_uri_form != portcullis_config::UriForm::Keep {
+        if let Some(uri) = msg.request_uri().map(str::to_string) {
+            if let Ok(u) = SipUri::parse(&uri) {
+                let is_tel = u.scheme.eq_ignore_ascii_case("tel");
+                let number = u.user.map(str::to_string);
+                match (t.request_uri_form, is_tel, number) {
+                    (portcullis_config::UriForm::Sip, true, Some(n)) => {
+                        msg.set_request_uri(&format!("sip:{n}@{}:{};user=phone", t.host, t.port));
+                    }
+                    (portcullis_config::UriForm::Tel, false, Some(n))
+                        if n.starts_with('+') || n.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
+                        msg.set_request_uri(&format!("tel:{n}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !t.request_uri_params.is_empty() && t.request_uri_form != portcullis_config::UriForm::Tel {
         if let Some(uri) = msg.request_uri().map(str::to_string) {
             msg.set_request_uri(&set_uri_params(&uri, &t.request_uri_params));
         }

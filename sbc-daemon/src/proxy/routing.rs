@@ -142,9 +142,15 @@ impl Router {
 impl Rule {
     fn matches(&self, q: RouteQuery<'_>) -> bool {
         if let Some(p) = &self.user_prefix {
-            match q.user {
-                Some(u) if u.starts_with(p.as_str()) => {}
-                _ => return false,
+            // Numbers match without RFC 3966 visual separators (-, ., (, )).
+            let number: String = q
+                .user
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !matches!(c, '-' | '.' | '(' | ')'))
+                .collect();
+            if q.user.is_none() || !number.starts_with(p.as_str()) {
+                return false;
             }
         }
         if let Some(d) = &self.domain {

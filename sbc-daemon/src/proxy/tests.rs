@@ -1886,3 +1886,72 @@ fn call_id_masking_hides_the_inside_call_id_and_restores_it() {
     let fwd = parse(&out[1]);
     assert_eq!(fwd.call_id().unwrap(), "call-z9hG4bKnative@192.0.2.2");
 }
+
+#[test]
+fn tel_uri_routed_by_number_and_converted_per_trunk() {
+    let cfg_text = CONFIG
+        .replace(
+            "group: core, interface: inside, priority: 1 }",
+            "group: core, interface: inside, priority: 1, request_uri_form: sip }",
+        )
+        .replace(
+            "  - { name: tcp, match: { user_prefix: \"tcp\" }, group: tcpcore }",
+            "  - { name: tcp, match: { user_prefix: \"tcp\" }, group: tcpcore }\n  - { name: de, match: { user_prefix: \"+4930\" }, group: core }",
+        );
+    let cfg = match portcullis_config::load_str(&cfg_text, "tel.yaml") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let inv = String::from_utf8(invite("x", "z9hG4bKtel").to_vec())
+        .unwrap()
+        .replace(
+            "INVITE sip:x@example.com SIP/2.0",
+            "INVITE tel:+49-30-1234567 SIP/2.0",
+        );
+    p.handle_message(Instant::now(), Bytes::from(inv), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr(TRUNK_A.parse().unwrap())
+    );
+    assert_eq!(
+        parse(&out[1]).request_uri(),
+        Some("sip:+49-30-1234567@198.51.100.3:5060;user=phone")
+    );
+}
+
+#[test]
+fn provisional_181_with_call_info_passes_unchanged_and_in_order() {
+    let mut p = proxy();
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bK181"), from_uac());
+    let fwd = parse(&drain(&mut p)[1]);
+    let mut relayed = Vec::new();
+    for n in 1..=2 {
+        let r = String::from_utf8(respond(&fwd, 181, "f1").to_vec()).unwrap().replace(
+            "Content-Length: 0",
+            &format!("Call-Info: <urn:x-vendor:forward-{n}>;x-reason=unconditional;x-odd=\"a,b\"\r\nContent-Length: 0"),
+        );
+        p.handle_message(now, Bytes::from(r), from_core(TRUNK_A));
+        relayed.extend(drain(&mut p));
+    }
+    assert_eq!(relayed.len(), 2);
+    for (i, t) in relayed.iter().enumerate() {
+        let m = parse(t);
+        assert_eq!(m.status(), Some(181));
+        assert_eq!(
+            m.header_by_name("Call-Info"),
+            Some(
+                format!(
+                    "<urn:x-vendor:forward-{}>;x-reason=unconditional;x-odd=\"a,b\"",
+                    i + 1
+                )
+                .as_str()
+            )
+        );
+    }
+}
