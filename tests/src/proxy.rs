@@ -93,6 +93,9 @@ pub struct ProxySpec {
     pub sbcd_profile: &'static str,
     /// Media anchoring (sbcd only): relay addresses on both interfaces.
     pub media: Option<MediaSpec>,
+    /// REGISTERs are proxied to the `core` group as the upstream registrar (sbcd: Path
+    /// mode; Kamailio: `add_path()`).
+    pub register_upstream: bool,
 }
 
 /// Media anchoring settings of the sbcd under test.
@@ -122,6 +125,7 @@ impl ProxySpec {
             verbose: true,
             sbcd_profile: "debug",
             media: None,
+            register_upstream: false,
         }
     }
 }
@@ -196,6 +200,9 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
     y.push_str(
         "  - { name: all, match: { interface: outside }, group: core, selection: priority }\n",
     );
+    if spec.register_upstream {
+        y.push_str("registrar: { upstream: core, mode: path }\n");
+    }
     y
 }
 
@@ -240,6 +247,7 @@ loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
+loadmodule "path.so"
 modparam("tm", "retr_timer1", {t1})
 modparam("tm", "fr_timer", {fr})
 modparam("tm", "fr_inv_timer", {fr})
@@ -263,6 +271,7 @@ request_route {{
         t_check_trans();
     }}
     remove_hf("Route");
+    if (is_method("REGISTER")) {{ add_path(); }}
     if (is_method("INVITE|SUBSCRIBE")) {{ record_route(); }}
     if (!ds_select_dst("1", "8")) {{ sl_send_reply("503", "No upstream"); exit; }}
     t_on_failure("FAILOVER");

@@ -32,6 +32,8 @@ const IN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Kamailio reference measured elsewhere on one core.
 const KAMAILIO_REF_CPS: f64 = 8000.0;
 const KAMAILIO_REF_US: f64 = 112.0;
+/// Kamailio reference for Path-based REGISTER proxying, CPU per REGISTER on one core.
+const KAMAILIO_REF_REG_US: f64 = 36.0;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -43,6 +45,8 @@ struct Args {
     proxy_cpu: String,
     gen_cpu: String,
     kamailio_children: u32,
+    /// `calls` (INVITE..BYE) or `register` (proxied REGISTERs).
+    scenario: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         proxy_cpu: "1".into(),
         gen_cpu: "0".into(),
         kamailio_children: 2,
+        scenario: "calls".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +73,12 @@ fn parse_args() -> Result<Args, String> {
             "--proxy-cpu" => a.proxy_cpu = val()?,
             "--generator-cpu" => a.gen_cpu = val()?,
             "--kamailio-children" => a.kamailio_children = num(val()?)?.clamp(1, 64) as u32,
+            "--scenario" => {
+                a.scenario = val()?;
+                if a.scenario != "calls" && a.scenario != "register" {
+                    return Err(format!("--scenario: calls or register, not {}", a.scenario));
+                }
+            }
             "--proxies" => {
                 a.proxies = val()?
                     .split(',')
@@ -82,7 +93,8 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: sip-cps-bench [--duration S] [--proxies kamailio,sbcd] \
                             [--start-rate N] [--max-rate N] [--fixed-rate N] \
-                            [--proxy-cpu C] [--generator-cpu C] [--kamailio-children N]"
+                            [--proxy-cpu C] [--generator-cpu C] [--kamailio-children N] \
+                            [--scenario calls|register]"
                         .into(),
                 )
             }
@@ -189,6 +201,7 @@ impl Bench {
             verbose: false,
             sbcd_profile: "release",
             media: None,
+            register_upstream: self.args.scenario == "register",
         }
     }
 
@@ -448,8 +461,13 @@ fn main() {
     }
     let dir = fresh_dir("sip-cps-bench").unwrap_or_else(|e| panic!("{e}"));
     let ns = Netns::create(&format!("{}-bench", unique_stem())).unwrap_or_else(|e| panic!("{e}"));
-    let uac_scn = render("bench_uac.xml", &[], &dir).unwrap_or_else(|e| panic!("{e}"));
-    let uas_scn = render("bench_uas.xml", &[], &dir).unwrap_or_else(|e| panic!("{e}"));
+    let (uac_name, uas_name) = if args.scenario == "register" {
+        ("bench_reg_uac.xml", "bench_reg_uas.xml")
+    } else {
+        ("bench_uac.xml", "bench_uas.xml")
+    };
+    let uac_scn = render(uac_name, &[], &dir).unwrap_or_else(|e| panic!("{e}"));
+    let uas_scn = render(uas_name, &[], &dir).unwrap_or_else(|e| panic!("{e}"));
     let bench = Bench {
         args: args.clone(),
         ns,
@@ -537,6 +555,19 @@ fn main() {
             }
         }
         _ => println!("  ratio: needs both proxies (sbcd built with --release?)"),
+    }
+    if args.scenario == "register" {
+        // The REGISTER anchor has a CPU figure only.
+        println!(
+            "  anchor: Kamailio measured elsewhere ~{KAMAILIO_REF_REG_US:.0} us CPU per proxied REGISTER (Path)"
+        );
+        if let Some((_, _, _, Some(kf))) = get(ProxyKind::Kamailio) {
+            println!(
+                "  this machine's kamailio vs anchor: {:.2}x CPU/REGISTER",
+                kf.us_per_call() / KAMAILIO_REF_REG_US
+            );
+        }
+        return;
     }
     println!(
         "  anchor: Kamailio measured elsewhere ~{KAMAILIO_REF_CPS:.0} CPS, ~{KAMAILIO_REF_US:.0} us/call on one core"
