@@ -466,6 +466,14 @@ pub(crate) fn is_hostname(s: &str) -> bool {
         })
 }
 
+fn is_ip_literal(s: &str) -> bool {
+    let unbracketed = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    unbracketed.parse::<IpAddr>().is_ok()
+}
+
 fn host(s: &str) -> Result<String, String> {
     let t = s.trim();
     let unbracketed = t
@@ -513,6 +521,14 @@ const ROOT_KEYS: &[&str] = &[
     "routes",
     "registrar",
     "media",
+    "dns",
+];
+const DNS_KEYS: &[&str] = &[
+    "resolvers",
+    "timeout_ms",
+    "min_ttl_s",
+    "max_ttl_s",
+    "retry_s",
 ];
 const MEDIA_SETTINGS_KEYS: &[&str] = &[
     "datapath",
@@ -581,6 +597,7 @@ const TRUNK_KEYS: &[&str] = &[
     "host",
     "port",
     "transport",
+    "dns",
     "group",
     "interface",
     "listener",
@@ -631,6 +648,8 @@ pub(crate) fn build(root: Option<&Node>, cx: &mut Cx<'_>) -> Config {
     let registrar = registrar(cx, n, &p);
     let (p, n) = cx.get(&f, "media");
     let media = media_settings(cx, n, &p);
+    let (p, n) = cx.get(&f, "dns");
+    let dns = dns_settings(cx, n, &p);
     Config {
         logging,
         metrics,
@@ -640,8 +659,50 @@ pub(crate) fn build(root: Option<&Node>, cx: &mut Cx<'_>) -> Config {
         routes,
         registrar,
         media,
+        dns,
         secret_paths: Vec::new(),
     }
+}
+
+fn dns_settings(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> DnsSettings {
+    let mut d = DnsSettings::default();
+    let Some(f) = cx.fields(node, path, DNS_KEYS) else {
+        return d;
+    };
+    for (p, n) in cx.list(&f, "resolvers") {
+        match cx.scalar_node(n, &p) {
+            Field::Ok(text, pos) => match name_server(&text) {
+                Ok(v) => d.resolvers.push(v),
+                Err(e) => cx.error(pos, &p, e),
+            },
+            Field::Missing(pos) => cx.error(pos, &p, "required value is missing"),
+            Field::Bad => {}
+        }
+    }
+    d.timeout_ms = cx.or(&f, "timeout_ms", d.timeout_ms, u64_range(10, 60_000));
+    d.min_ttl_s = cx.or(&f, "min_ttl_s", d.min_ttl_s, u64_range(0, 86_400));
+    d.max_ttl_s = cx.or(&f, "max_ttl_s", d.max_ttl_s, u64_range(1, 604_800));
+    d.retry_s = cx.or(&f, "retry_s", d.retry_s, u64_range(1, 86_400));
+    if d.min_ttl_s > d.max_ttl_s {
+        let (p, _) = cx.get(&f, "min_ttl_s");
+        let pos = cx.loc(&p);
+        cx.error(
+            pos,
+            &p,
+            format!("must not exceed max_ttl_s ({})", d.max_ttl_s),
+        );
+    }
+    d
+}
+
+/// A name server: `ip`, `ip:port` or `[ipv6]:port` (default port 53).
+fn name_server(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    t.parse()
+        .map_err(|_| format!("expected a name server address (ip or ip:port), got '{t}'"))
 }
 
 fn media_settings(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> MediaSettings {
@@ -957,6 +1018,7 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         host: String::new(),
         port: 5060,
         transport: TrunkTransport::Udp,
+        dns: TrunkDns::A,
         group: String::new(),
         interface: String::new(),
         listener: None,
@@ -981,6 +1043,27 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         one_of(&TrunkTransport::ALL, TrunkTransport::as_str),
     );
     t.port = cx.or(&f, "port", t.transport.default_port(), port);
+    let given = |k: &str| f.entries.iter().any(|e| e.key == k && !e.value.is_null());
+    let derived = if given("port") {
+        TrunkDns::A
+    } else if given("transport") {
+        TrunkDns::Srv
+    } else {
+        TrunkDns::Naptr
+    };
+    t.dns = cx.or(&f, "dns", derived, one_of(&TrunkDns::ALL, TrunkDns::as_str));
+    if is_ip_literal(&t.host) {
+        if t.dns != TrunkDns::A && given("dns") {
+            let (p, _) = cx.get(&f, "dns");
+            let pos = cx.loc(&p);
+            cx.error(
+                pos,
+                &p,
+                "an IP address is not looked up: use dns: a or a host name",
+            );
+        }
+        t.dns = TrunkDns::A;
+    }
     t.group = cx.req(&f, "group", name).unwrap_or_default();
     t.interface = cx.req(&f, "interface", name).unwrap_or_default();
     t.listener = cx.opt(&f, "listener", name);

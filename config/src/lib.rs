@@ -115,6 +115,7 @@ fn builtin_default() -> Config {
         routes: Vec::new(),
         registrar: Registrar::default(),
         media: MediaSettings::default(),
+        dns: DnsSettings::default(),
         secret_paths: Vec::new(),
     }
 }

@@ -22,6 +22,8 @@ pub struct Config {
     pub registrar: Registrar,
     /// Media relay settings (datapath choice).
     pub media: MediaSettings,
+    /// DNS resolution of trunk host names (RFC 3263).
+    pub dns: DnsSettings,
     /// Key paths (e.g. `trunks[0].host`) whose value came from a `${file:...}`
     /// secret. Not part of the YAML schema; used to redact `print-config`.
     #[serde(skip)]
@@ -100,6 +102,35 @@ impl LogFormat {
 pub struct Metrics {
     /// Prometheus/admin HTTP listen address. Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
+}
+
+/// How trunk host names are resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsSettings {
+    /// Name servers (`ip` or `ip:port`); empty (the default) means the system's
+    /// `/etc/resolv.conf`.
+    pub resolvers: Vec<SocketAddr>,
+    /// Per-query timeout. Default 2000 ms.
+    pub timeout_ms: u64,
+    /// Answers are cached for their TTL, clamped to [min_ttl_s, max_ttl_s]. Defaults 5 and
+    /// 3600.
+    pub min_ttl_s: u64,
+    pub max_ttl_s: u64,
+    /// After a failed lookup the last good answer is kept and the name asked again after
+    /// this many seconds. Default 30.
+    pub retry_s: u64,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            resolvers: Vec::new(),
+            timeout_ms: 2000,
+            min_ttl_s: 5,
+            max_ttl_s: 3600,
+            retry_s: 30,
+        }
+    }
 }
 
 /// Media relay settings.
@@ -450,6 +481,10 @@ pub struct Trunk {
     pub port: u16,
     /// Default udp.
     pub transport: TrunkTransport,
+    /// How a host name is resolved (RFC 3263). When absent it follows from what is given:
+    /// an explicit port means `a`, an explicit transport without a port `srv`, neither
+    /// `naptr`. IP literals are never looked up.
+    pub dns: TrunkDns,
     pub group: String,
     /// Interface the trunk is reached through.
     pub interface: String,
@@ -475,6 +510,31 @@ pub struct Trunk {
     pub request_uri_form: UriForm,
     /// Header manipulation on requests sent to this trunk, applied in order.
     pub headers: Vec<HeaderRule>,
+}
+
+/// RFC 3263 resolution of a trunk host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkDns {
+    /// A/AAAA records of the host, at the trunk's port and transport.
+    A,
+    /// SRV records for the trunk's transport (`_sip._udp`, `_sip._tcp`, `_sips._tcp`),
+    /// then A/AAAA of the host if there are none.
+    Srv,
+    /// NAPTR records choosing the transport, then SRV, then A/AAAA.
+    Naptr,
+}
+
+impl TrunkDns {
+    pub const ALL: [TrunkDns; 3] = [TrunkDns::A, TrunkDns::Srv, TrunkDns::Naptr];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrunkDns::A => "a",
+            TrunkDns::Srv => "srv",
+            TrunkDns::Naptr => "naptr",
+        }
+    }
 }
 
 /// Request-URI form toward a trunk.

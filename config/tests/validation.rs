@@ -563,7 +563,7 @@ fn unknown_keys_and_wrong_shapes() {
     // Keys are never substituted.
     assert_eq!(
         errs(&with("${HOME}: x\n")),
-        ["sbc.yaml:5:1: ${HOME}: unknown key '${HOME}' (expected one of: logging, metrics, sip, interfaces, trunks, routes, registrar, media)"]
+        ["sbc.yaml:5:1: ${HOME}: unknown key '${HOME}' (expected one of: logging, metrics, sip, interfaces, trunks, routes, registrar, media, dns)"]
     );
 }
 
@@ -781,4 +781,64 @@ fn registrar_section_defaults_users_and_redaction() {
     let printed = portcullis_config::render_effective(&cfg);
     assert!(!printed.contains("s3cret"), "{printed}");
     assert!(printed.contains("<redacted>"), "{printed}");
+}
+
+#[test]
+fn trunk_dns_resolution_follows_rfc3263_from_what_is_given() {
+    let cfg = ok(&with(
+        "trunks:
+  - { name: t1, host: sip.example.com, group: g, interface: a }
+  - { name: t2, host: sip.example.com, transport: tcp, group: g, interface: a }
+  - { name: t3, host: sip.example.com, port: 5070, group: g, interface: a }
+  - { name: t4, host: 192.0.2.10, group: g, interface: a }
+  - { name: t5, host: sip.example.com, port: 5070, dns: srv, group: g, interface: a }
+  - { name: t6, host: sip.example.com, dns: a, group: g, interface: a }
+routes:
+  - { name: r, group: g }
+dns: { resolvers: [127.0.0.1, \"[::1]:5353\", \"10.0.0.2:53\"], min_ttl_s: 10 }
+",
+    ));
+    let dns: Vec<TrunkDns> = cfg.trunks.iter().map(|t| t.dns).collect();
+    assert_eq!(
+        dns,
+        [
+            TrunkDns::Naptr,
+            TrunkDns::Srv,
+            TrunkDns::A,
+            TrunkDns::A,
+            TrunkDns::Srv,
+            TrunkDns::A
+        ]
+    );
+    let r: Vec<String> = cfg.dns.resolvers.iter().map(|a| a.to_string()).collect();
+    assert_eq!(r, ["127.0.0.1:53", "[::1]:5353", "10.0.0.2:53"]);
+    assert_eq!(cfg.dns.min_ttl_s, 10);
+    assert_eq!(cfg.dns.max_ttl_s, 3600);
+    assert_eq!(cfg.dns.timeout_ms, 2000);
+}
+
+#[test]
+fn trunk_dns_errors_point_at_the_value() {
+    assert_one(
+        &with(
+            "trunks:
+  - { name: t1, host: 192.0.2.1, dns: srv, group: g, interface: a }
+routes:
+  - { name: r, group: g }
+",
+        ),
+        "sbc.yaml:6:39: trunks[0].dns: an IP address is not looked up: use dns: a or a host name",
+    );
+    let e = errs(&with(
+        "dns: { resolvers: [dns.example.com], min_ttl_s: 100, max_ttl_s: 50 }\n",
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("dns.resolvers[0]: expected a name server address"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].contains("dns.min_ttl_s: must not exceed max_ttl_s (50)"),
+        "{e:?}"
+    );
 }

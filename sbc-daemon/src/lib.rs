@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod dns;
 pub mod media_relay;
 pub mod metrics;
 pub mod proxy;

@@ -50,6 +50,19 @@ struct TrunkLabel {
     trunk: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkAddressLabel {
+    trunk: String,
+    address: String,
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrunkResultLabel {
+    trunk: String,
+    result: String,
+}
+
 /// Methods with their own label value; everything else counts as `OTHER`.
 const METHODS: [&str; 14] = [
     "INVITE",
@@ -136,6 +149,9 @@ pub struct Metrics {
     registrar_bindings: Gauge,
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
+    trunk_address: Family<TrunkAddressLabel, Gauge>,
+    dns_lookups: Family<TrunkResultLabel, Counter>,
+    known_trunk_addresses: std::sync::Mutex<HashMap<String, Vec<TrunkAddressLabel>>>,
     registrations: Family<ReasonLabel, Counter>,
     nat_detected: Family<IfaceLabel, Counter>,
     alg_suspected: Family<IfaceLabel, Counter>,
@@ -177,6 +193,8 @@ impl Metrics {
         let registrar_bindings = Gauge::default();
         let dead_flows = Counter::default();
         let trunk_up = Family::<TrunkLabel, Gauge>::default();
+        let trunk_address = Family::<TrunkAddressLabel, Gauge>::default();
+        let dns_lookups = Family::<TrunkResultLabel, Counter>::default();
         let registrations = Family::<ReasonLabel, Counter>::default();
         let nat_detected = Family::<IfaceLabel, Counter>::default();
         let alg_suspected = Family::<IfaceLabel, Counter>::default();
@@ -253,6 +271,16 @@ impl Metrics {
             "sbc_trunk_up",
             "1 while an OPTIONS-probed trunk answers, 0 while it is marked down",
             trunk_up.clone(),
+        );
+        registry.register(
+            "sbc_trunk_address",
+            "1 for every address a trunk host name currently resolves to (RFC 3263), in failover order of rank",
+            trunk_address.clone(),
+        );
+        registry.register(
+            "sbc_dns_lookups",
+            "Trunk host name resolutions: result=ok, or error (the previous addresses are kept)",
+            dns_lookups.clone(),
         );
         registry.register(
             "sbc_registrar_bindings",
@@ -373,6 +401,9 @@ impl Metrics {
             registrar_bindings,
             dead_flows,
             trunk_up,
+            trunk_address,
+            dns_lookups,
+            known_trunk_addresses: Default::default(),
             registrations,
             nat_detected,
             alg_suspected,
@@ -475,6 +506,42 @@ impl Metrics {
                 trunk: trunk.to_string(),
             })
             .set(i64::from(up));
+    }
+
+    /// The addresses trunk `trunk` resolves to now (replacing the previous set).
+    pub fn trunk_addresses(&self, trunk: &str, addrs: &[(std::net::SocketAddr, String)]) {
+        let keep: Vec<TrunkAddressLabel> = addrs
+            .iter()
+            .map(|(a, t)| TrunkAddressLabel {
+                trunk: trunk.to_string(),
+                address: a.to_string(),
+                transport: t.clone(),
+            })
+            .collect();
+        // Drop the series of addresses that are gone.
+        let mut known = self
+            .known_trunk_addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let prev = known
+            .insert(trunk.to_string(), keep.clone())
+            .unwrap_or_default();
+        for l in prev.iter().filter(|l| !keep.contains(l)) {
+            self.trunk_address.remove(l);
+        }
+        for l in keep {
+            self.trunk_address.get_or_create(&l).set(1);
+        }
+    }
+
+    /// One trunk name resolution finished.
+    pub fn dns_lookup(&self, trunk: &str, ok: bool) {
+        self.dns_lookups
+            .get_or_create(&TrunkResultLabel {
+                trunk: trunk.to_string(),
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
     }
 
     /// A REGISTER toward the upstream registrar was answered from the cache (true) or

@@ -473,6 +473,7 @@ pub async fn run(
             }
         }));
     }
+    tasks.extend(start_dns(&cfg, &shared));
     tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));
 
     shutdown.await;
@@ -481,4 +482,50 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+/// One task per trunk with a host name, keeping its RFC 3263 resolution in the proxy and in
+/// `sbc_trunk_address`. A failed lookup keeps the previous addresses (and the IO layer's
+/// send-time A/AAAA lookup covers a trunk never resolved yet).
+fn start_dns(cfg: &Config, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let queries = shared.proxy().dns_queries();
+    if queries.is_empty() {
+        return Vec::new();
+    }
+    let lookup = match crate::dns::hickory::HickoryLookup::new(&cfg.dns) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            warn!(error = %e, "no DNS resolver: trunk names are resolved at send time (A/AAAA only)");
+            return Vec::new();
+        }
+    };
+    let policy = crate::dns::refresh::RefreshPolicy::from_settings(&cfg.dns);
+    queries
+        .into_iter()
+        .map(|(name, query)| {
+            let s = shared.clone();
+            let host = query.host.clone();
+            tokio::spawn(crate::dns::refresh::run(
+                lookup.clone(),
+                query,
+                policy,
+                move |result| match result {
+                    Ok(res) => {
+                        s.metrics.dns_lookup(&name, true);
+                        let addrs: Vec<(SocketAddr, String)> = res
+                            .addresses()
+                            .into_iter()
+                            .map(|(a, t)| (a, t.param().to_string()))
+                            .collect();
+                        s.metrics.trunk_addresses(&name, &addrs);
+                        s.proxy().set_trunk_resolution(&name, res);
+                    }
+                    Err(e) => {
+                        s.metrics.dns_lookup(&name, false);
+                        warn!(trunk = %name, host = %host, error = %e, "trunk name resolution failed; keeping the previous addresses");
+                    }
+                },
+            ))
+        })
+        .collect()
 }

@@ -49,6 +49,11 @@ pub struct Trunk {
     pub priority: u32,
     /// OPTIONS probing interval (sbcd only; None: no probing).
     pub probe_interval_s: Option<u64>,
+    /// sbcd only: the trunk is configured by this host name instead of `host`, without a
+    /// port, so sbcd resolves it by RFC 3263 (SRV for `transport`, or NAPTR first when
+    /// `naptr` is set and no transport is written either).
+    pub host_name: Option<String>,
+    pub naptr: bool,
 }
 
 impl Trunk {
@@ -61,6 +66,8 @@ impl Trunk {
             transport,
             priority,
             probe_interval_s: None,
+            host_name: None,
+            naptr: false,
         }
     }
 }
@@ -96,6 +103,8 @@ pub struct ProxySpec {
     /// REGISTERs are proxied to the `core` group as the upstream registrar (sbcd: Path
     /// mode; Kamailio: `add_path()`).
     pub register_upstream: bool,
+    /// sbcd `dns.resolvers` (empty: not written).
+    pub dns_resolvers: Vec<String>,
 }
 
 /// Media anchoring settings of the sbcd under test.
@@ -126,6 +135,7 @@ impl ProxySpec {
             sbcd_profile: "debug",
             media: None,
             register_upstream: false,
+            dns_resolvers: Vec::new(),
         }
     }
 }
@@ -187,13 +197,19 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
             .probe_interval_s
             .map(|s| format!(", probe_interval_s: {s}"))
             .unwrap_or_default();
+        let place = match (&t.host_name, t.naptr) {
+            (Some(name), true) => format!("host: {name}"),
+            (Some(name), false) => format!("host: {name}, transport: {}", t.transport.name()),
+            (None, _) => format!(
+                "host: {}, port: {}, transport: {}",
+                t.host,
+                t.port,
+                t.transport.name()
+            ),
+        };
         y.push_str(&format!(
-            "  - {{ name: {}, host: {}, port: {}, transport: {}, group: core, interface: inside, priority: {}{probe} }}\n",
-            t.name,
-            t.host,
-            t.port,
-            t.transport.name(),
-            t.priority
+            "  - {{ name: {}, {place}, group: core, interface: inside, priority: {}{probe} }}\n",
+            t.name, t.priority
         ));
     }
     y.push_str("routes:\n");
@@ -202,6 +218,12 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
     );
     if spec.register_upstream {
         y.push_str("registrar: { upstream: core, mode: path }\n");
+    }
+    if !spec.dns_resolvers.is_empty() {
+        y.push_str(&format!(
+            "dns: {{ resolvers: [{}], min_ttl_s: 1, timeout_ms: 1000 }}\n",
+            spec.dns_resolvers.join(", ")
+        ));
     }
     y
 }

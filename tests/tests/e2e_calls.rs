@@ -11,6 +11,7 @@ use std::time::Duration;
 use portcullis_tests::capture::Capture;
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, CORE_IP2, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
+use portcullis_tests::process::Spec;
 use portcullis_tests::proxy::{Proxy, ProxyKind, ProxySpec, Trunk};
 use portcullis_tests::sipmsg::{via_param, TracedMessage};
 use portcullis_tests::sipp::{call_vars, render, Sipp, SippConfig, SippResult, Transport};
@@ -711,5 +712,209 @@ fn failover_with_options_probing_skips_the_stopped_member() {
         0.0,
         "the down member was skipped, not tried and failed over"
     );
+    proxy.ensure_running().expect("proxy still running");
+}
+
+/// Starts dnsmasq, a real DNS server, in the inside namespace on CORE_IP:53 serving
+/// `records` (dnsmasq options such as `--srv-host=...`); waits until it answers.
+fn start_dns(env: &mut TestEnv, ns: &str, records: &[String]) {
+    require_tool("dnsmasq", "dnsmasq-base");
+    let mut args: Vec<String> = [
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--port=53",
+        "--user=root",
+        "--group=root",
+        "--pid-file=",
+        "--log-queries",
+        "--log-facility=-",
+        "--local-ttl=30",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--listen-address={CORE_IP}"));
+    args.extend(records.iter().cloned());
+    env.spawn(&Spec::new("dnsmasq", "dnsmasq").netns(ns).args(args))
+        .expect("start dnsmasq");
+    portcullis_tests::env::wait_until("dnsmasq listening", Duration::from_secs(5), || {
+        portcullis_tests::sipp::is_listening(ns, Transport::Udp, CORE_IP, 53)
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+}
+
+fn sbc_metrics_text(ns: &str) -> String {
+    portcullis_tests::netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9090/metrics",
+        ],
+    )
+    .unwrap_or_default()
+}
+
+/// (d1) RFC 3263 SRV (S-11): the trunk is a name with a transport and no port; dnsmasq
+/// serves `_sip._udp.core.test` with two targets. The priority-10 target answers 503, the
+/// proxy fails over to the priority-20 target, where the calls complete. The resolved
+/// addresses are visible in `sbc_trunk_address`.
+#[test]
+fn srv_trunk_fails_over_between_srv_targets() {
+    let Some((mut env, kind, names)) = setup("dns_srv_failover") else {
+        return;
+    };
+    if kind == ProxyKind::Kamailio {
+        eprintln!("srv_trunk_fails_over_between_srv_targets: sbcd-only test");
+        return;
+    }
+    start_dns(
+        &mut env,
+        &names.inside,
+        &[
+            "--srv-host=_sip._udp.core.test,a.core.test,5060,10,0".into(),
+            "--srv-host=_sip._udp.core.test,b.core.test,5060,20,0".into(),
+            format!("--host-record=a.core.test,{CORE_IP2}"),
+            format!("--host-record=b.core.test,{CORE_IP}"),
+        ],
+    );
+    let mut trunk = Trunk::new("core", CORE_IP, Transport::Udp, 1);
+    trunk.host_name = Some("core.test".into());
+    let spec = ProxySpec {
+        t1_ms: T1_FAILOVER_MS,
+        dns_resolvers: vec![CORE_IP.to_string()],
+        ..ProxySpec::standard(vec![trunk])
+    };
+    let mut proxy = Proxy::start(&mut env, kind, &names.sbc, spec, None)
+        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    portcullis_tests::env::wait_until("trunk resolved", Duration::from_secs(10), || {
+        Ok(sbc_metrics_text(&names.sbc).contains(&format!(
+            "sbc_trunk_address{{trunk=\"core\",address=\"{CORE_IP}:5060\",transport=\"udp\"}} 1"
+        )))
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+    let text = sbc_metrics_text(&names.sbc);
+    assert!(
+        text.contains(&format!(
+            "sbc_trunk_address{{trunk=\"core\",address=\"{CORE_IP2}:5060\",transport=\"udp\"}} 1"
+        )),
+        "both SRV targets listed:\n{text}"
+    );
+    let vars = call_vars(Transport::Udp, Transport::Udp, CORE_IP);
+    let scn = render("uas_503.xml", &vars, &env.dir).expect("render");
+    let first = Sipp::start(
+        &mut env,
+        SippConfig::uas("uas-a", &names.inside, scn, CORE_IP2, Transport::Udp).calls(CALLS),
+    )
+    .expect("start first SRV target");
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call.xml",
+        "uas_call.xml",
+        Transport::Udp,
+        Transport::Udp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    let first = first
+        .finish(Duration::from_secs(10))
+        .expect("first target result");
+    first.assert_success();
+    assert_count(
+        "calls whose INVITE reached the priority-10 SRV target first",
+        distinct_calls(&first.received_requests("INVITE")),
+        CALLS,
+    );
+    assert_count(
+        "calls completed at the priority-20 SRV target",
+        distinct_calls(&uas.received_requests("BYE")),
+        CALLS,
+    );
+    assert!(
+        sbc_metric(
+            &names.sbc,
+            "sbc_dns_lookups_total{trunk=\"core\",result=\"ok\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    proxy.ensure_running().expect("proxy still running");
+}
+
+/// (d2) RFC 3263 NAPTR: the trunk is a bare name; its NAPTR record selects SIP over TCP
+/// (`SIP+D2T`), whose SRV record points at the core. The calls reach the core over TCP.
+#[test]
+fn naptr_trunk_selects_tcp() {
+    let Some((mut env, kind, names)) = setup("dns_naptr_tcp") else {
+        return;
+    };
+    if kind == ProxyKind::Kamailio {
+        eprintln!("naptr_trunk_selects_tcp: sbcd-only test");
+        return;
+    }
+    start_dns(
+        &mut env,
+        &names.inside,
+        &[
+            "--naptr-record=pbx.test,10,10,S,SIP+D2T,,_sip._tcp.pbx.test".into(),
+            "--naptr-record=pbx.test,10,20,S,SIP+D2U,,_sip._udp.pbx.test".into(),
+            "--srv-host=_sip._tcp.pbx.test,core.pbx.test,5060,10,0".into(),
+            "--srv-host=_sip._udp.pbx.test,core.pbx.test,5060,10,0".into(),
+            format!("--host-record=core.pbx.test,{CORE_IP}"),
+        ],
+    );
+    let mut trunk = Trunk::new("pbx", CORE_IP, Transport::Udp, 1);
+    trunk.host_name = Some("pbx.test".into());
+    trunk.naptr = true;
+    let spec = ProxySpec {
+        t1_ms: T1_DEFAULT_MS,
+        dns_resolvers: vec![format!("{CORE_IP}:53")],
+        ..ProxySpec::standard(vec![trunk])
+    };
+    let mut proxy = Proxy::start(&mut env, kind, &names.sbc, spec, None)
+        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    portcullis_tests::env::wait_until("trunk resolved", Duration::from_secs(10), || {
+        Ok(sbc_metrics_text(&names.sbc).contains(&format!(
+            "sbc_trunk_address{{trunk=\"pbx\",address=\"{CORE_IP}:5060\",transport=\"tcp\"}} 1"
+        )))
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+    let (uac, uas) = run_pair(
+        &mut env,
+        &names,
+        "uac_call.xml",
+        "uas_call.xml",
+        Transport::Udp,
+        Transport::Tcp,
+    );
+    uac.assert_success();
+    uas.assert_success();
+    let invites = uas.received_requests("INVITE");
+    assert_count(
+        "calls reaching the core over TCP",
+        distinct_calls(&invites),
+        CALLS,
+    );
+    for i in invites {
+        assert!(
+            i.vias()[0].contains("SIP/2.0/TCP"),
+            "top Via of the SBC is TCP:\n{}",
+            i.text
+        );
+    }
     proxy.ensure_running().expect("proxy still running");
 }

@@ -27,6 +27,7 @@ pub mod probing;
 mod registration;
 pub mod routing;
 mod topology;
+mod trunk_dns;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -329,6 +330,8 @@ pub struct Proxy {
     /// Interfaces with a media address.
     media_interfaces: Vec<String>,
     media_out: VecDeque<media::MediaCommand>,
+    /// RFC 3263 resolutions of trunks with host names, by trunk name.
+    trunk_dns: HashMap<String, crate::dns::Resolution>,
 }
 
 enum Plan {
@@ -446,6 +449,7 @@ impl Proxy {
                 .map(|i| i.name.clone())
                 .collect(),
             media_out: VecDeque::new(),
+            trunk_dns: HashMap::new(),
         }
     }
 
@@ -554,9 +558,10 @@ impl Proxy {
             return;
         };
         let interval = p.interval;
+        let hop = self.resolved_probe_hop(&p.name.clone(), target.hop);
         self.timers
             .push(Reverse((now + interval, TimerRef::Probe(i))));
-        let id = self.send_own_options(now, target.hop, &target.request_uri, OwnOptions::Probe(i));
+        let id = self.send_own_options(now, hop, &target.request_uri, OwnOptions::Probe(i));
         if let Some(p) = self.health.get_mut(i) {
             p.outstanding = id;
         }
@@ -1223,22 +1228,11 @@ impl Proxy {
                         skipped_down += 1;
                         continue;
                     }
-                    let Some(listener) = self
-                        .local
-                        .egress_listener(Some(&t.interface), t.transport, t.listener.as_deref())
-                        .map(|l| l.id)
-                    else {
+                    let expanded = self.trunk_hops(&t);
+                    if expanded.is_empty() {
                         warn!(trunk = %t.name, "no listener for the trunk's transport on its interface");
-                        continue;
-                    };
-                    let destination = match addressing::parse_host_ip(&t.host) {
-                        Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, t.port)),
-                        None => Destination::Name(t.host.clone(), t.port),
-                    };
-                    let mut hop = Hop::to(destination, t.transport, listener);
-                    hop.trunk = Some(t.name.clone());
-                    hop.may_upgrade = t.transport == Transport::Udp;
-                    hops.push_back(hop);
+                    }
+                    hops.extend(expanded);
                 }
                 if hops.is_empty() {
                     return if skipped_down > 0 {

@@ -12,7 +12,7 @@ use portcullis_sip::{Contact, HeaderName, SipMessage};
 
 use super::{Hop, Proxy};
 use crate::registrar::upstream::TOKEN_PREFIX;
-use crate::transport::{Destination, Source, Transport};
+use crate::transport::{Source, Transport};
 
 /// What the server transaction of a proxied REGISTER remembers for its 200 OK.
 #[derive(Debug, Clone)]
@@ -213,20 +213,7 @@ impl Proxy {
             if !self.health.is_up(&t.name) {
                 continue;
             }
-            let Some(listener) = self
-                .local
-                .egress_listener(Some(&t.interface), t.transport, t.listener.as_deref())
-                .map(|l| l.id)
-            else {
-                continue;
-            };
-            let destination = match super::addressing::parse_host_ip(&t.host) {
-                Some(ip) => Destination::Addr(std::net::SocketAddr::new(ip, t.port)),
-                None => Destination::Name(t.host.clone(), t.port),
-            };
-            let mut hop = Hop::to(destination, t.transport, listener);
-            hop.trunk = Some(t.name.clone());
-            hops.push_back(hop);
+            hops.extend(self.trunk_hops(&t));
         }
         hops
     }

@@ -17,6 +17,8 @@ pub struct TrunkTarget {
     pub host: String,
     pub port: u16,
     pub transport: Transport,
+    /// RFC 3263 resolution of a host name.
+    pub dns: portcullis_config::TrunkDns,
     /// Name of the egress interface.
     pub interface: String,
     /// Optional listener (outbound socket) name.
@@ -75,6 +77,7 @@ impl Router {
                             portcullis_config::TrunkTransport::Tcp => Transport::Tcp,
                             portcullis_config::TrunkTransport::Tls => Transport::Tls,
                         },
+                        dns: t.dns,
                         interface: t.interface.clone(),
                         listener: t.listener.clone(),
                         weight: t.weight.max(1),
@@ -116,6 +119,11 @@ impl Router {
             .collect();
         t.sort_by_key(|t| t.priority);
         t
+    }
+
+    /// Every configured trunk.
+    pub fn trunks(&self) -> impl Iterator<Item = &TrunkTarget> {
+        self.trunks.iter().map(|(_, t)| t)
     }
 
     /// First matching rule, with its trunks in the order they are to be tried.
@@ -277,6 +285,7 @@ routes:
                     host: String::new(),
                     port: 1,
                     transport: Transport::Udp,
+                    dns: portcullis_config::TrunkDns::A,
                     interface: String::new(),
                     listener: None,
                     weight: 1,
@@ -287,6 +296,7 @@ routes:
                     host: String::new(),
                     port: 1,
                     transport: Transport::Udp,
+                    dns: portcullis_config::TrunkDns::A,
                     interface: String::new(),
                     listener: None,
                     weight: 3,

@@ -1955,3 +1955,86 @@ fn provisional_181_with_call_info_passes_unchanged_and_in_order() {
         );
     }
 }
+
+/// A trunk with a host name: before any resolution the name goes to the IO layer; after the
+/// DNS task hands in an SRV resolution, the INVITE goes to the resolved addresses in order,
+/// failing over on 503 from the first SRV target to the second, with its NAPTR transport.
+#[test]
+fn resolved_trunk_names_expand_to_srv_targets_with_failover() {
+    use crate::dns::{Entry, Resolution};
+    let cfg_text = CONFIG.replace(
+        "  - { name: core-a, host: 198.51.100.3, port: 5060, transport: udp, group: core, interface: inside, priority: 1 }\n",
+        "  - { name: core-a, host: core.example.net, group: core, interface: inside, priority: 1 }\n",
+    );
+    let cfg = portcullis_config::load_str(&cfg_text, "test.yaml").unwrap();
+    assert_eq!(cfg.trunks[0].dns, portcullis_config::TrunkDns::Naptr);
+    let mut p = Proxy::new(
+        &cfg,
+        Arc::new(Metrics::new(&["outside".into(), "inside".into()])),
+    );
+    let queries = p.dns_queries();
+    assert_eq!(queries.len(), 1);
+    assert_eq!(queries[0].0, "core-a");
+    assert_eq!(queries[0].1.host, "core.example.net");
+    assert_eq!(queries[0].1.supported, [Transport::Udp, Transport::Tcp]);
+
+    let now = Instant::now();
+    p.handle_message(now, invite("bob", "z9hG4bKd1"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].destination,
+        Destination::Name("core.example.net".into(), 5060)
+    );
+
+    let entry = |rank, ip: &str, transport| Entry {
+        rank,
+        weight: 0,
+        transport,
+        target: "x".into(),
+        addrs: vec![ip.parse().unwrap()],
+    };
+    assert!(p.set_trunk_resolution(
+        "core-a",
+        Resolution {
+            entries: vec![
+                entry(20, "198.51.100.8:5070", Transport::Tcp),
+                entry(10, "198.51.100.7:5060", Transport::Udp),
+            ],
+            ttl: 60,
+            via: "naptr",
+        },
+    ));
+    p.handle_message(now, invite("bob", "z9hG4bKd2"), from_uac());
+    let out = drain(&mut p);
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.7:5060".parse().unwrap())
+    );
+    assert_eq!(out[1].transport, Transport::Udp);
+    let first = parse(&out[1]);
+    p.handle_message(
+        now,
+        respond(&first, 503, "x"),
+        from_core("198.51.100.7:5060"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(parse(&out[0]).method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(
+        out[1].destination,
+        Destination::Addr("198.51.100.8:5070".parse().unwrap())
+    );
+    assert_eq!(out[1].transport, Transport::Tcp, "second SRV target is TCP");
+    let second = parse(&out[1]);
+    assert_eq!(second.top_via().unwrap().transport, "TCP");
+    // Then the next trunk of the group (core-b, an IP literal).
+    p.handle_message(
+        now,
+        respond(&second, 503, "y"),
+        from_core("198.51.100.8:5070"),
+    );
+    let out = drain(&mut p);
+    assert_eq!(
+        out.last().unwrap().destination,
+        Destination::Addr("198.51.100.2:5060".parse().unwrap())
+    );
+}

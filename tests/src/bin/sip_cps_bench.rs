@@ -202,6 +202,7 @@ impl Bench {
             sbcd_profile: "release",
             media: None,
             register_upstream: self.args.scenario == "register",
+            dns_resolvers: Vec::new(),
         }
     }
 
