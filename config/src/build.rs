@@ -591,6 +591,7 @@ const POLICY_KEYS: &[&str] = &[
     "allow_request_uri_routing",
     "registration_client_expires",
     "registration_upstream_expires",
+    "hide_hosts",
 ];
 const TRUNK_KEYS: &[&str] = &[
     "name",
@@ -966,9 +967,39 @@ fn interface(cx: &mut Cx<'_>, node: &Node, path: &str) -> Interface {
                 d.registration_upstream_expires,
                 u32_range(60, 604_800),
             ),
+            hide_hosts: Vec::new(),
         };
+        for (path, n) in cx.list(&p, "hide_hosts") {
+            match cx.scalar_node(n, &path) {
+                Field::Ok(text, pos) => match host_pattern(&text) {
+                    Ok(v) => i.policy.hide_hosts.push(v),
+                    Err(m) => cx.error(pos, &path, m),
+                },
+                Field::Missing(pos) => cx.error(pos, &path, "required value is missing"),
+                Field::Bad => {}
+            }
+        }
     }
     i
+}
+
+/// A host name, an IP address or an IP network in CIDR form.
+fn host_pattern(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let bad =
+        || format!("expected a host name, an IP address or a network like 10.0.0.0/8, got '{t}'");
+    if let Some((ip, len)) = t.split_once('/') {
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match len.parse::<u8>() {
+            Ok(l) if l <= max => Ok(t.to_string()),
+            _ => Err(bad()),
+        }
+    } else if t.parse::<IpAddr>().is_ok() || is_hostname(t) {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(bad())
+    }
 }
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> Listener {

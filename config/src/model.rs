@@ -456,6 +456,13 @@ pub struct InterfacePolicy {
     pub registration_client_expires: u32,
     /// Expiry the upstream registrar sees for throttled clients. Default 3600.
     pub registration_upstream_expires: u32,
+    /// With topology hiding: host names (a name also covers its subdomains) and IP
+    /// networks (`10.0.0.0/8`, `2001:db8::/32`, or single addresses) of the other side that
+    /// must never appear on this interface. Occurrences in the Request-URI, From, To and
+    /// every header other than the routing ones (Via, Route, Record-Route, Path, Contact,
+    /// which topology hiding replaces as a whole) are replaced by the SBC's address on this
+    /// interface. Default none.
+    pub hide_hosts: Vec<String>,
 }
 
 impl Default for InterfacePolicy {
@@ -468,6 +475,7 @@ impl Default for InterfacePolicy {
             registration_client_expires: 0,
             registration_upstream_expires: 3600,
             allow_request_uri_routing: false,
+            hide_hosts: Vec::new(),
         }
     }
 }

@@ -35,7 +35,9 @@ pub struct Capture {
 impl Capture {
     /// Starts tshark on `ifaces` in `netns` (SIP ports only) and waits until it captures.
     pub fn start(env: &mut TestEnv, netns: &str, ifaces: &[&str]) -> Result<Self> {
-        let pcap = env.dir.join("capture.pcapng");
+        // One file (and one tshark log) per set of interfaces, so captures can run side by side.
+        let tag = ifaces.join("+");
+        let pcap = env.dir.join(format!("capture-{tag}.pcapng"));
         let mut args: Vec<String> = Vec::new();
         for i in ifaces {
             args.push("-i".into());
@@ -47,7 +49,9 @@ impl Capture {
             "-w".into(),
             pcap.display().to_string(),
         ]);
-        let spec = Spec::new("tshark", "tshark").netns(netns).args(args);
+        let spec = Spec::new(format!("tshark-{tag}"), "tshark")
+            .netns(netns)
+            .args(args);
         let mut process = Process::spawn(&spec, &env.dir)?;
         env.dump_on_failure(&process.stderr_path);
         let stderr_path = process.stderr_path.clone();

@@ -1699,6 +1699,7 @@ impl Proxy {
         let ingress_iface = self.iface_name(src.listener).to_string();
         if egress.interface != ingress_iface && self.hides(&egress.interface) {
             msg.remove_headers(HeaderName::Via);
+            self.mask_informational_headers(&mut msg, &egress);
             if self.masks_call_id(&egress.interface) {
                 self.mask_call_id(now, &mut msg);
             }

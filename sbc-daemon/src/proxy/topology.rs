@@ -13,8 +13,9 @@
 //!
 //! IP literals in informational headers (Call-Info, Warning, Alert-Info, Error-Info,
 //! Server, User-Agent, Organization, P-*) are replaced by the SBC's address on X. SDP
-//! `o=`/`c=` are rewritten by the media engine when media is anchored. Not hidden yet:
-//! Call-ID (no masking) and host names in From/To.
+//! `o=`/`c=` are rewritten by the media engine when media is anchored. Host names and
+//! networks listed in the interface's `hide_hosts` are replaced in the Request-URI, From, To
+//! and the other non-routing headers; the Call-ID is replaced when `call_id_masking` is on.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -251,7 +252,17 @@ impl Proxy {
                 msg.insert_before_first(HeaderName::RecordRoute, v);
             }
         }
-        self.hide_contact(now, msg, route_to_y, x);
+        // A registrar's 2xx echoes the Path (RFC 3327), i.e. the other side's route to the
+        // client: it stays behind.
+        msg.remove_headers(HeaderName::Path);
+        // The Contacts of a REGISTER response are the client's own bindings (restored by
+        // the registration proxy), not a dialog's remote target.
+        let register = msg
+            .cseq()
+            .is_ok_and(|c| c.method == portcullis_sip::Method::Register);
+        if !register {
+            self.hide_contact(now, msg, route_to_y, x);
+        }
         self.mask_informational_headers(msg, x);
     }
 
@@ -333,26 +344,220 @@ pub(super) fn mask_ipv4(text: &str, with: &str) -> String {
     out
 }
 
+/// Host names and networks of the other side that must not appear on a hiding interface
+/// (`policy.hide_hosts`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct HostPatterns {
+    names: Vec<String>,
+    nets: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl HostPatterns {
+    /// From validated configuration strings (anything else is ignored).
+    pub(super) fn parse(list: &[String]) -> HostPatterns {
+        let mut p = HostPatterns::default();
+        for item in list {
+            if let Some((ip, len)) = item.split_once('/') {
+                if let (Ok(ip), Ok(len)) = (ip.parse(), len.parse()) {
+                    p.nets.push((ip, len));
+                }
+            } else if let Ok(ip) = item.parse::<std::net::IpAddr>() {
+                p.nets.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+            } else {
+                p.names
+                    .push(item.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+        p
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.nets.is_empty()
+    }
+
+    fn hides_ip(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        self.nets.iter().any(|(net, len)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+                u32::from(*n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+                u128::from(*n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+
+    fn hides_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.names.iter().any(|n| {
+            name == *n
+                || (name.len() > n.len()
+                    && name.ends_with(n.as_str())
+                    && name.as_bytes()[name.len() - n.len() - 1] == b'.')
+        })
+    }
+
+    /// `text` with every hidden host (a name or subdomain, an IPv4 literal, a bracketed
+    /// IPv6 literal) replaced by `with`.
+    pub(super) fn mask(&self, text: &str, with: &str) -> String {
+        let is_host_char = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if c == '[' {
+                if let Some(end) = rest.find(']') {
+                    let inner = &rest[1..end];
+                    if inner
+                        .parse::<std::net::Ipv6Addr>()
+                        .is_ok_and(|ip| self.hides_ip(ip.into()))
+                    {
+                        out.push_str(with);
+                        rest = &rest[end + 1..];
+                        continue;
+                    }
+                }
+            }
+            if is_host_char(c) {
+                let len = rest
+                    .find(|ch: char| !is_host_char(ch))
+                    .unwrap_or(rest.len());
+                let token = &rest[..len];
+                let host = token.trim_end_matches('.');
+                let hidden = match host.parse::<std::net::Ipv4Addr>() {
+                    Ok(ip) => self.hides_ip(ip.into()),
+                    Err(_) => {
+                        host.contains(|ch: char| ch.is_ascii_alphabetic()) && self.hides_name(host)
+                    }
+                };
+                if hidden {
+                    out.push_str(with);
+                    out.push_str(&token[host.len()..]);
+                } else {
+                    out.push_str(token);
+                }
+                rest = &rest[len..];
+                continue;
+            }
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+}
+
+/// Headers `hide_hosts` never touches: routing headers (replaced as a whole by topology
+/// hiding) and identifiers the other side must get back unchanged.
+fn keeps_hosts(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "via"
+            | "v"
+            | "route"
+            | "record-route"
+            | "path"
+            | "contact"
+            | "m"
+            | "call-id"
+            | "i"
+            | "cseq"
+            | "content-length"
+            | "l"
+            | "content-type"
+            | "c"
+            | "max-forwards"
+            | "replaces"
+            | "join"
+            | "in-reply-to"
+    )
+}
+
 impl Proxy {
     /// IP literals in informational headers (Call-Info, Warning, P-*, ...) replaced by the
-    /// SBC's address on `x`.
+    /// SBC's address on `x`; the interface's `hide_hosts` replaced in the Request-URI,
+    /// From, To and every other non-routing header.
     pub(super) fn mask_informational_headers(&self, msg: &mut SipMessage, x: &ListenerInfo) {
-        let hits: Vec<(usize, String, String)> = msg
+        let patterns = self
+            .settings
+            .policies
+            .get(&x.interface)
+            .map(|p| HostPatterns::parse(&p.hide_hosts))
+            .unwrap_or_default();
+        let with = x.advertised_host.as_str();
+        let hits: Vec<(usize, String)> = msg
             .headers()
             .enumerate()
-            .filter(|(_, h)| is_informational_header(h.raw_name))
-            .map(|(i, h)| (i, h.raw_name.to_string(), h.value.to_string()))
-            .filter(|(_, _, v)| mask_ipv4(v, "x") != *v)
+            .filter_map(|(i, h)| {
+                let mut v = h.value.to_string();
+                if is_informational_header(h.raw_name) {
+                    v = mask_ipv4(&v, with);
+                }
+                if !patterns.is_empty() && !keeps_hosts(h.raw_name) {
+                    v = patterns.mask(&v, with);
+                }
+                (v != h.value).then_some((i, v))
+            })
             .collect();
-        for (i, _, value) in hits {
-            msg.set_header_at(i, &mask_ipv4(&value, &x.advertised_host));
+        for (i, value) in hits {
+            msg.set_header_at(i, &value);
+        }
+        if !patterns.is_empty() {
+            if let Some(uri) = msg.request_uri().map(str::to_string) {
+                let masked = patterns.mask(&uri, with);
+                if masked != uri {
+                    msg.set_request_uri(&masked);
+                }
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mask_ipv4;
+    use super::{mask_ipv4, HostPatterns};
+
+    #[test]
+    fn hidden_hosts_are_replaced_as_whole_host_tokens() {
+        let p = HostPatterns::parse(&[
+            "corp.internal".into(),
+            "198.51.100.0/24".into(),
+            "2001:db8::/32".into(),
+            "10.1.1.1".into(),
+        ]);
+        assert_eq!(
+            p.mask("<sip:pbx@pbx.corp.internal>;tag=1", "sbc.example"),
+            "<sip:pbx@sbc.example>;tag=1"
+        );
+        assert_eq!(
+            p.mask(
+                "\"CORP.INTERNAL\" <sip:a@Corp.Internal.:5060;transport=tcp>",
+                "s"
+            ),
+            "\"s\" <sip:a@s.:5060;transport=tcp>"
+        );
+        // Not a subdomain, only a suffix: kept.
+        assert_eq!(
+            p.mask("sip:a@notcorp.internal", "s"),
+            "sip:a@notcorp.internal"
+        );
+        assert_eq!(
+            p.mask("sip:a@corp.internal.example.com", "s"),
+            "sip:a@corp.internal.example.com"
+        );
+        assert_eq!(
+            p.mask(
+                "sip:1@198.51.100.7:5060 sip:2@198.51.101.7 10.1.1.1 10.1.1.10",
+                "s"
+            ),
+            "sip:1@s:5060 sip:2@198.51.101.7 s 10.1.1.10"
+        );
+        assert_eq!(p.mask("sip:a@[2001:db8::5]:5060", "s"), "sip:a@s:5060");
+        assert_eq!(p.mask("sip:a@[2001:db9::5]", "s"), "sip:a@[2001:db9::5]");
+        assert_eq!(p.mask("naïve 198.51.100.1", "s"), "naïve s");
+        assert!(HostPatterns::parse(&[]).is_empty());
+    }
 
     #[test]
     fn ipv4_literals_are_masked_and_nothing_else() {
