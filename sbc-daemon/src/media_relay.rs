@@ -3,7 +3,7 @@
 //! every call.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media_engine::datapath::{
@@ -15,19 +15,24 @@ use tracing::{debug, warn};
 use crate::metrics::Metrics;
 use crate::proxy::media::MediaCommand;
 
+/// A relay pair of a call and the packets (a->b, b->a) its position carried before.
+type CallPair = (PairId, (u64, u64));
+
 pub struct MediaRelay {
     datapath: Datapath,
+    metrics: Arc<Metrics>,
     /// Packets and bytes of pairs already removed.
     released: Mutex<(u64, u64)>,
-    /// Relay pairs per Call-ID.
-    calls: Mutex<HashMap<String, Vec<PairId>>>,
+    /// Relay pairs per Call-ID, with the packets (a->b, b->a) each pair position relayed
+    /// before a re-offer replaced it.
+    calls: Mutex<HashMap<String, Vec<CallPair>>>,
     /// NAT learning per interface name.
     learn: HashMap<String, LearnPolicy>,
 }
 
 impl MediaRelay {
     /// Starts the configured datapath when any interface has a media address.
-    pub fn start(cfg: &Config, metrics: &Metrics) -> Option<MediaRelay> {
+    pub fn start(cfg: &Config, metrics: &Arc<Metrics>) -> Option<MediaRelay> {
         if cfg.interfaces.iter().all(|i| i.media.is_none()) {
             return None;
         }
@@ -66,6 +71,7 @@ impl MediaRelay {
             .collect();
         Some(MediaRelay {
             datapath,
+            metrics: metrics.clone(),
             released: Mutex::new((0, 0)),
             calls: Mutex::new(HashMap::new()),
             learn,
@@ -76,11 +82,16 @@ impl MediaRelay {
         self.learn.get(iface).copied().unwrap_or(LearnPolicy::Off)
     }
 
-    fn remove(&self, id: PairId) {
-        if let Some(c) = self.datapath.remove_pair(id) {
-            let mut r = self.released.lock().unwrap_or_else(|p| p.into_inner());
-            r.0 += c.a_to_b.packets + c.b_to_a.packets;
-            r.1 += c.a_to_b.bytes + c.b_to_a.bytes;
+    /// Removes a pair; returns the packets it relayed (a->b, b->a).
+    fn remove(&self, id: PairId) -> (u64, u64) {
+        match self.datapath.remove_pair(id) {
+            Some(c) => {
+                let mut r = self.released.lock().unwrap_or_else(|p| p.into_inner());
+                r.0 += c.a_to_b.packets + c.b_to_a.packets;
+                r.1 += c.a_to_b.bytes + c.b_to_a.bytes;
+                (c.a_to_b.packets, c.b_to_a.packets)
+            }
+            None => (0, 0),
         }
     }
 
@@ -99,10 +110,16 @@ impl MediaRelay {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         match cmd {
             MediaCommand::Program { call_id, streams } => {
-                // Ports stay the same across re-offers; the old pairs are replaced.
-                for id in calls.remove(&call_id).unwrap_or_default() {
-                    self.remove(id);
-                }
+                // Ports stay the same across re-offers; the old pairs are replaced and what
+                // they relayed is carried over to the pair at the same position.
+                let old = calls.remove(&call_id).unwrap_or_default();
+                let carried: Vec<(u64, u64)> = old
+                    .into_iter()
+                    .map(|(id, before)| {
+                        let (a, b) = self.remove(id);
+                        (before.0 + a, before.1 + b)
+                    })
+                    .collect();
                 let mut ids = Vec::new();
                 for plan in &streams {
                     let learn = [
@@ -111,7 +128,10 @@ impl MediaRelay {
                     ];
                     for spec in pairs_from_plan(plan, learn) {
                         match self.datapath.create_pair(spec) {
-                            Ok(id) => ids.push(id),
+                            Ok(id) => {
+                                let before = carried.get(ids.len()).copied().unwrap_or((0, 0));
+                                ids.push((id, before));
+                            }
                             Err(e) => warn!(call_id, error = %e, "cannot create relay pair"),
                         }
                     }
@@ -120,8 +140,10 @@ impl MediaRelay {
                 calls.insert(call_id, ids);
             }
             MediaCommand::Release { call_id } => {
-                for id in calls.remove(&call_id).unwrap_or_default() {
-                    self.remove(id);
+                for (id, before) in calls.remove(&call_id).unwrap_or_default() {
+                    let (a, b) = self.remove(id);
+                    self.metrics
+                        .media_stream_ended(StreamKind::of(before.0 + a, before.1 + b));
                 }
                 debug!(call_id, "media relay released");
             }
@@ -137,7 +159,7 @@ impl MediaRelay {
             .map(|(call, ids)| {
                 let total = ids
                     .iter()
-                    .filter_map(|id| self.datapath.pair(*id))
+                    .filter_map(|(id, _)| self.datapath.pair(*id))
                     .map(|c| c.a_to_b.packets + c.b_to_a.packets)
                     .sum();
                 (call.clone(), total)
@@ -164,8 +186,64 @@ impl MediaRelay {
             .unwrap_or(0)
     }
 
+    /// Relay pairs in use by where they are forwarded: (both directions in XDP, the rest).
+    pub fn pairs_by_datapath(&self) -> (usize, usize) {
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut xdp = 0;
+        let mut user = 0;
+        for (id, _) in calls.values().flatten() {
+            match self.datapath.pair(*id) {
+                Some(c) if c.a_to_b_in_xdp && c.b_to_a_in_xdp => xdp += 1,
+                Some(_) => user += 1,
+                None => {}
+            }
+        }
+        (xdp, user)
+    }
+
     /// The datapath, for counters.
     pub fn datapath(&self) -> &Datapath {
         &self.datapath
+    }
+}
+
+/// How a relayed stream (one relay pair, both directions) ended, as rtpengine reports
+/// one-way and zero-packet streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    TwoWay,
+    OneWay,
+    ZeroPacket,
+}
+
+impl StreamKind {
+    pub fn of(a_to_b: u64, b_to_a: u64) -> StreamKind {
+        match (a_to_b > 0, b_to_a > 0) {
+            (true, true) => StreamKind::TwoWay,
+            (false, false) => StreamKind::ZeroPacket,
+            _ => StreamKind::OneWay,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::TwoWay => "two_way",
+            StreamKind::OneWay => "one_way",
+            StreamKind::ZeroPacket => "zero_packet",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamKind;
+
+    #[test]
+    fn stream_kinds() {
+        assert_eq!(StreamKind::of(5, 3), StreamKind::TwoWay);
+        assert_eq!(StreamKind::of(5, 0), StreamKind::OneWay);
+        assert_eq!(StreamKind::of(0, 1), StreamKind::OneWay);
+        assert_eq!(StreamKind::of(0, 0), StreamKind::ZeroPacket);
+        assert_eq!(StreamKind::ZeroPacket.as_str(), "zero_packet");
     }
 }

@@ -51,6 +51,11 @@ struct TrunkLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatapathLabel {
+    datapath: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TrunkAddressLabel {
     trunk: String,
     address: String,
@@ -149,6 +154,8 @@ pub struct Metrics {
     registrar_bindings: Gauge,
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
+    media_streams: Family<DatapathLabel, Gauge>,
+    media_streams_ended: Family<KindLabel, Counter>,
     trunk_address: Family<TrunkAddressLabel, Gauge>,
     dns_lookups: Family<TrunkResultLabel, Counter>,
     known_trunk_addresses: std::sync::Mutex<HashMap<String, Vec<TrunkAddressLabel>>>,
@@ -206,6 +213,18 @@ impl Metrics {
         let media_packets = Counter::default();
         let media_timeouts = Counter::default();
         let media_xdp = Family::<OutcomeLabel, Counter>::default();
+        let media_streams = Family::<DatapathLabel, Gauge>::default();
+        let media_streams_ended = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "sbc_media_streams",
+            "Relay pairs (one RTP or RTCP stream, both directions) in use: datapath=xdp when both directions are forwarded in the kernel, userspace otherwise",
+            media_streams.clone(),
+        );
+        registry.register(
+            "sbc_media_streams_ended",
+            "Relay pairs released at the end of a call by what they carried: kind=two_way, one_way (packets in one direction only) or zero_packet",
+            media_streams_ended.clone(),
+        );
         registry.register(
             "sbc_media_xdp_packets",
             "Packets seen by the XDP relay program, by outcome (forwarded_tx, forwarded_redirect, pass_*, drop_*)",
@@ -401,6 +420,8 @@ impl Metrics {
             registrar_bindings,
             dead_flows,
             trunk_up,
+            media_streams,
+            media_streams_ended,
             trunk_address,
             dns_lookups,
             known_trunk_addresses: Default::default(),
@@ -619,6 +640,26 @@ impl Metrics {
         if total > cur {
             c.inc_by(total - cur);
         }
+    }
+
+    /// Relay pairs in use, by datapath.
+    pub fn media_streams(&self, xdp: usize, userspace: usize) {
+        for (d, n) in [("xdp", xdp), ("userspace", userspace)] {
+            self.media_streams
+                .get_or_create(&DatapathLabel {
+                    datapath: d.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A relay pair was released at the end of its call.
+    pub fn media_stream_ended(&self, kind: crate::media_relay::StreamKind) {
+        self.media_streams_ended
+            .get_or_create(&KindLabel {
+                kind: kind.as_str().to_string(),
+            })
+            .inc();
     }
 
     pub fn media_timeout(&self) {

@@ -455,6 +455,8 @@ pub async fn run(
                 let Some(m) = &s.media else { continue };
                 let (p, b) = m.relayed_totals();
                 s.metrics.media_relayed(p, b);
+                let (xdp, user) = m.pairs_by_datapath();
+                s.metrics.media_streams(xdp, user);
                 for (outcome, n) in m.xdp_outcomes().unwrap_or_default() {
                     s.metrics.media_xdp(outcome, n);
                 }

@@ -105,6 +105,9 @@ pub struct ProxySpec {
     pub register_upstream: bool,
     /// sbcd `dns.resolvers` (empty: not written).
     pub dns_resolvers: Vec<String>,
+    /// sbcd registration throttling on the outside interface
+    /// (`policy.registration_client_expires`; None: off).
+    pub registration_client_expires: Option<u32>,
 }
 
 /// Media anchoring settings of the sbcd under test.
@@ -136,6 +139,7 @@ impl ProxySpec {
             media: None,
             register_upstream: false,
             dns_resolvers: Vec::new(),
+            registration_client_expires: None,
         }
     }
 }
@@ -181,6 +185,11 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
             y.push_str(&format!(
                 "      - {{ name: {short}-{proto}, proto: {proto}, address: {ip}, port: {} }}\n",
                 spec.port
+            ));
+        }
+        if let (0, Some(e)) = (i, spec.registration_client_expires) {
+            y.push_str(&format!(
+                "    policy: {{ registration_client_expires: {e}, registration_upstream_expires: 3600 }}\n"
             ));
         }
         if spec.media.is_some() {

@@ -157,6 +157,9 @@ fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
         env.dump_logs();
     }
     assert!(relayed >= 150.0, "relayed packets: {relayed}");
+    // The call ended with BYE: its RTP pair carried media both ways.
+    let two_way = metric_value(&sbc_ns, "sbc_media_streams_ended_total{kind=\"two_way\"}");
+    assert!(two_way >= 1.0, "two-way streams ended: {two_way}");
 }
 
 #[test]
@@ -248,4 +251,19 @@ fn media_timeout_ends_the_call_with_bye_to_both_legs() {
         started.elapsed() >= Duration::from_secs(3),
         "BYE before the media timeout"
     );
+    // No packet was ever sent: its streams are reported as zero-packet streams.
+    std::thread::sleep(Duration::from_millis(300));
+    let m = |k: &str| {
+        metric_value(
+            &sbc_ns,
+            &format!("sbc_media_streams_ended_total{{kind=\"{k}\"}}"),
+        )
+    };
+    assert!(
+        m("zero_packet") >= 1.0,
+        "zero-packet streams: {}",
+        m("zero_packet")
+    );
+    assert_eq!(m("two_way") + m("one_way"), 0.0, "no stream carried media");
+    assert_eq!(metric_value(&sbc_ns, "sbc_media_timeouts_total"), 1.0);
 }
