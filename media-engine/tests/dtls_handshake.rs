@@ -530,3 +530,27 @@ fn mutated_handshake_datagrams_never_panic() {
         assert_ne!(q.a.state(), DtlsState::Handshaking, "never ended");
     }
 }
+
+#[test]
+fn close_notify_ends_the_association_on_both_sides() {
+    let cfg = DtlsConfig::default();
+    for closer in [Role::Client, Role::Server] {
+        let now = Instant::now();
+        let mut p = pair(closer, &cfg, &cfg, now);
+        let out = pump(&mut p.a, &mut p.b, now, &mut no_loss());
+        check_keys(connected(&out.a), connected(&out.b));
+        p.a.close(now);
+        assert_eq!(p.a.state(), DtlsState::Closed);
+        let mut sent = 0;
+        while let Some(d) = p.a.poll_transmit() {
+            sent += 1;
+            p.b.handle_datagram(&d, now);
+        }
+        assert!(sent >= 1, "no close_notify sent");
+        assert_eq!(p.b.poll_event(), Some(DtlsEvent::Closed), "{closer:?}");
+        assert_eq!(p.b.state(), DtlsState::Closed);
+        // Nothing more is accepted.
+        p.b.handle_datagram(&[22, 0xfe, 0xfd], now);
+        assert_eq!(p.b.stats().dropped_after_end, 1);
+    }
+}

@@ -456,3 +456,38 @@ fn openssl_client_with_wrong_fingerprint_is_rejected() {
     );
     assert!(peer.find("Keying material:").is_none());
 }
+
+#[test]
+fn openssl_client_without_use_srtp_gets_no_keys() {
+    openssl_ok();
+    let dir = workdir("nosrtp");
+    let (cert, key, peer_fp) = openssl_cert(&dir);
+    let ours = DtlsCertificate::generate(SystemTime::now(), Duration::from_secs(3600)).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let mut ep = DtlsEndpoint::new(
+        Role::Server,
+        &ours,
+        peer_fp,
+        &DtlsConfig::default(),
+        Instant::now(),
+    )
+    .unwrap();
+    // A plain DTLS client: no use_srtp extension, so there is nothing to key SRTP with.
+    let mut peer = Peer::spawn(
+        Command::new("openssl")
+            .args(["s_client", "-dtls1_2", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key),
+    );
+    let ev = drive(&mut ep, &sock, None, &mut peer, |_| true);
+    assert_eq!(
+        ev,
+        Some(DtlsEvent::Failed(FailureReason::NoSrtpProfile)),
+        "{}",
+        peer.output()
+    );
+}

@@ -520,7 +520,7 @@ impl DtlsEndpoint {
         match result {
             Ok(events) => {
                 for ev in events {
-                    self.on_library_event(ev);
+                    self.on_library_event(ev, now);
                 }
             }
             Err(err) => self.on_library_error(&err, alert),
@@ -596,7 +596,7 @@ impl DtlsEndpoint {
         }
     }
 
-    fn on_library_event(&mut self, ev: EndpointEvent) {
+    fn on_library_event(&mut self, ev: EndpointEvent, now: Instant) {
         match ev {
             EndpointEvent::HandshakeComplete => match self.export_keys() {
                 Ok(keys) => {
@@ -607,9 +607,7 @@ impl DtlsEndpoint {
                 Err(reason) => {
                     self.fail(reason);
                     // Tell the peer too; it may otherwise send SRTP nobody can read.
-                    if let Some(conn) = self.endpoint.stop(Instant::now(), PEER) {
-                        drop(conn);
-                    }
+                    let _ = self.endpoint.stop(now, PEER);
                     self.collect_transmits();
                 }
             },
