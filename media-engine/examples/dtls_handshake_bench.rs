@@ -69,11 +69,11 @@ fn main() {
     for i in 0..n {
         let now = Instant::now();
         let mut c = timed(&mut client_time, || {
-            DtlsEndpoint::new(Role::Client, &ca, cb.fingerprint().clone(), &cfg, now)
+            DtlsEndpoint::new(Role::Client, &ca, [cb.fingerprint().clone()], &cfg, now)
         })
         .unwrap_or_else(|e| panic!("client: {e}"));
         let mut s = timed(&mut server_time, || {
-            DtlsEndpoint::new(Role::Server, &cb, ca.fingerprint().clone(), &cfg, now)
+            DtlsEndpoint::new(Role::Server, &cb, [ca.fingerprint().clone()], &cfg, now)
         })
         .unwrap_or_else(|e| panic!("server: {e}"));
         let (mut c_ok, mut s_ok) = (false, false);

@@ -263,7 +263,7 @@ fn call(our_setup: Setup, their_setup: Setup, cfg: &DtlsConfig, wrong_fp: bool) 
                         .fingerprint()
                         .clone();
                 }
-                ep = Some(DtlsEndpoint::new(our_role, &ours, fp, cfg, Instant::now()).unwrap());
+                ep = Some(DtlsEndpoint::new(our_role, &ours, [fp], cfg, Instant::now()).unwrap());
             }
         }
         let done_peer = peer.seen.iter().any(|l| l.starts_with("DTLS failed"))
@@ -411,7 +411,7 @@ fn aiortc_with_wrong_fingerprint_is_rejected() {
             Some(DtlsEvent::Failed(FailureReason::FingerprintMismatch { expected, got })) => {
                 // We name aiortc's real certificate, and it is not the one "its SDP" gave.
                 assert_eq!(Some(got), run.peer_fp.as_ref(), "{ours}");
-                assert_ne!(expected, got);
+                assert!(!expected.contains(got));
             }
             other => panic!("{ours}: expected a fingerprint mismatch, got {other:?}\n{out}"),
         }

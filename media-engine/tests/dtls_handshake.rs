@@ -109,8 +109,15 @@ struct Pair {
 fn pair(role_a: Role, cfg_a: &DtlsConfig, cfg_b: &DtlsConfig, now: Instant) -> Pair {
     let (ca, cb) = (cert(), cert());
     Pair {
-        a: DtlsEndpoint::new(role_a, &ca, cb.fingerprint().clone(), cfg_a, now).unwrap(),
-        b: DtlsEndpoint::new(role_a.opposite(), &cb, ca.fingerprint().clone(), cfg_b, now).unwrap(),
+        a: DtlsEndpoint::new(role_a, &ca, [cb.fingerprint().clone()], cfg_a, now).unwrap(),
+        b: DtlsEndpoint::new(
+            role_a.opposite(),
+            &cb,
+            [ca.fingerprint().clone()],
+            cfg_b,
+            now,
+        )
+        .unwrap(),
     }
 }
 
@@ -199,9 +206,11 @@ fn every_setup_combination_handshakes_and_keys_srtp() {
             // client, its ClientHello may reach the offerer before the answer does: the
             // offerer's endpoint is created afterwards and still gets every datagram here.
             let mut answerer =
-                DtlsEndpoint::new(role_answerer, &ca, co.fingerprint().clone(), &cfg, now).unwrap();
+                DtlsEndpoint::new(role_answerer, &ca, [co.fingerprint().clone()], &cfg, now)
+                    .unwrap();
             let mut offerer =
-                DtlsEndpoint::new(role_offerer, &co, ca.fingerprint().clone(), &cfg, now).unwrap();
+                DtlsEndpoint::new(role_offerer, &co, [ca.fingerprint().clone()], &cfg, now)
+                    .unwrap();
             let out = pump(&mut offerer, &mut answerer, now, &mut no_loss());
             let ko = connected(&out.a);
             let kb = connected(&out.b);
@@ -269,7 +278,7 @@ fn wrong_fingerprint_fails_both_sides() {
         let mut checking = DtlsEndpoint::new(
             checker,
             &c_checker,
-            c_other.fingerprint().clone(),
+            [c_other.fingerprint().clone()],
             &cfg,
             now,
         )
@@ -277,7 +286,7 @@ fn wrong_fingerprint_fails_both_sides() {
         let mut peer = DtlsEndpoint::new(
             checker.opposite(),
             &c_peer,
-            c_checker.fingerprint().clone(),
+            [c_checker.fingerprint().clone()],
             &cfg,
             now,
         )
@@ -285,7 +294,7 @@ fn wrong_fingerprint_fails_both_sides() {
         let out = pump(&mut checking, &mut peer, now, &mut no_loss());
         match out.a.as_slice() {
             [DtlsEvent::Failed(FailureReason::FingerprintMismatch { expected, got })] => {
-                assert_eq!(expected, c_other.fingerprint());
+                assert_eq!(expected, &[c_other.fingerprint().clone()]);
                 assert_eq!(got, c_peer.fingerprint());
             }
             other => panic!("{checker:?} checking: expected a fingerprint mismatch, got {other:?}"),
@@ -319,10 +328,49 @@ fn fingerprint_with_other_hash_and_case_is_accepted() {
             .replace("sha-1", "SHA-1"),
     )
     .unwrap();
-    let mut c = DtlsEndpoint::new(Role::Client, &cc, fp_s, &cfg, now).unwrap();
-    let mut s = DtlsEndpoint::new(Role::Server, &cs, fp_c, &cfg, now).unwrap();
+    let mut c = DtlsEndpoint::new(Role::Client, &cc, [fp_s], &cfg, now).unwrap();
+    let mut s = DtlsEndpoint::new(Role::Server, &cs, [fp_c], &cfg, now).unwrap();
     let out = pump(&mut c, &mut s, now, &mut no_loss());
     check_keys(connected(&out.a), connected(&out.b));
+}
+
+#[test]
+fn several_sdp_fingerprints_use_the_strongest_hash() {
+    let now = Instant::now();
+    let cfg = DtlsConfig::default();
+    let (cc, cs, other) = (cert(), cert(), cert());
+    let run = |client_sees: Vec<Fingerprint>| {
+        let mut c = DtlsEndpoint::new(Role::Client, &cc, client_sees, &cfg, now).unwrap();
+        let mut s =
+            DtlsEndpoint::new(Role::Server, &cs, [cc.fingerprint().clone()], &cfg, now).unwrap();
+        pump(&mut c, &mut s, now, &mut no_loss()).a
+    };
+    let ok = |ev: Vec<DtlsEvent>| matches!(ev.as_slice(), [DtlsEvent::Connected(_)]);
+    // A wrong sha-1 beside the right sha-256: sha-256 is the one checked.
+    assert!(ok(run(vec![
+        other.fingerprint_with(HashAlgorithm::Sha1),
+        cs.fingerprint().clone()
+    ])));
+    // Two sha-256 (e.g. the peer is rotating certificates): one matching is enough.
+    assert!(ok(run(vec![
+        other.fingerprint().clone(),
+        cs.fingerprint().clone()
+    ])));
+    // The right sha-256 beside a wrong sha-512: sha-512 is checked, and fails.
+    match run(vec![
+        cs.fingerprint().clone(),
+        other.fingerprint_with(HashAlgorithm::Sha512),
+    ])
+    .as_slice()
+    {
+        [DtlsEvent::Failed(FailureReason::FingerprintMismatch { expected, got })] => {
+            assert_eq!(expected, &[other.fingerprint_with(HashAlgorithm::Sha512)]);
+            assert_eq!(got, &cs.fingerprint_with(HashAlgorithm::Sha512));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No fingerprint at all is a configuration error.
+    assert!(DtlsEndpoint::new(Role::Client, &cc, Vec::new(), &cfg, now).is_err());
 }
 
 #[test]

@@ -298,7 +298,7 @@ fn our_server_with_openssl_client() {
         let mut ep = DtlsEndpoint::new(
             Role::Server,
             &ours,
-            peer_fp.clone(),
+            [peer_fp.clone()],
             &DtlsConfig::default(),
             Instant::now(),
         )
@@ -383,7 +383,8 @@ fn our_client_with_openssl_server() {
             srtp_profiles: vec![profile],
             ..DtlsConfig::default()
         };
-        let mut ep = DtlsEndpoint::new(Role::Client, &ours, peer_fp, &cfg, Instant::now()).unwrap();
+        let mut ep =
+            DtlsEndpoint::new(Role::Client, &ours, [peer_fp], &cfg, Instant::now()).unwrap();
         let ev = drive(&mut ep, &sock, Some(server), &mut peer, |p| {
             p.find("Keying material:").is_some()
         });
@@ -421,7 +422,7 @@ fn openssl_client_with_wrong_fingerprint_is_rejected() {
     let mut ep = DtlsEndpoint::new(
         Role::Server,
         &ours,
-        other.fingerprint().clone(),
+        [other.fingerprint().clone()],
         &DtlsConfig::default(),
         Instant::now(),
     )
@@ -441,7 +442,7 @@ fn openssl_client_with_wrong_fingerprint_is_rejected() {
     });
     match ev {
         Some(DtlsEvent::Failed(FailureReason::FingerprintMismatch { expected, got })) => {
-            assert_eq!(&expected, other.fingerprint());
+            assert_eq!(expected, vec![other.fingerprint().clone()]);
             assert_eq!(got, real_fp);
         }
         other => panic!(
@@ -468,7 +469,7 @@ fn openssl_client_without_use_srtp_gets_no_keys() {
     let mut ep = DtlsEndpoint::new(
         Role::Server,
         &ours,
-        peer_fp,
+        [peer_fp],
         &DtlsConfig::default(),
         Instant::now(),
     )

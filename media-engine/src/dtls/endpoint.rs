@@ -174,9 +174,11 @@ impl SrtpKeyingMaterial {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureReason {
     /// The peer's certificate does not have the fingerprint signalled in its SDP (S-22).
-    #[error("peer certificate fingerprint {got} does not match the SDP's {expected}")]
+    #[error("peer certificate fingerprint {got} matches none of the SDP's {expected:?}")]
     FingerprintMismatch {
-        expected: Fingerprint,
+        /// The SDP's fingerprints that were checked (those with the strongest hash offered).
+        expected: Vec<Fingerprint>,
+        /// The peer certificate's fingerprint with that hash.
         got: Fingerprint,
     },
     /// The peer presented no certificate.
@@ -387,28 +389,44 @@ fn alert_name(desc: u8) -> String {
 
 impl DtlsEndpoint {
     /// Creates an endpoint in `role` with our certificate, checking the peer against
-    /// `remote_fingerprint` (from its `a=fingerprint`). A client queues its ClientHello now.
+    /// `remote_fingerprints` (its `a=fingerprint` lines, at least one). As RFC 8122 5 says,
+    /// the strongest hash function among them is used and the peer's certificate must match
+    /// one of the fingerprints made with it. A client queues its ClientHello now.
     pub fn new(
         role: Role,
         certificate: &DtlsCertificate,
-        remote_fingerprint: Fingerprint,
+        remote_fingerprints: impl IntoIterator<Item = Fingerprint>,
         config: &DtlsConfig,
         now: Instant,
     ) -> Result<Self, DtlsError> {
         if config.srtp_profiles.is_empty() {
             return Err(DtlsError::Config("no SRTP profile configured".into()));
         }
+        let offered: Vec<Fingerprint> = remote_fingerprints.into_iter().collect();
+        let strongest = offered
+            .iter()
+            .map(|f| f.algorithm())
+            .max_by_key(|a| a.digest_len())
+            .ok_or_else(|| DtlsError::Config("no remote fingerprint".into()))?;
+        let expected: Vec<Fingerprint> = offered
+            .into_iter()
+            .filter(|f| f.algorithm() == strongest)
+            .collect();
         let verify = Arc::new(Mutex::new(VerifyOutcome::default()));
         let cb_verify = Arc::clone(&verify);
-        let expected = remote_fingerprint;
         let verifier: VerifyPeerCertificateFn = Arc::new(move |certs: &[Vec<u8>], _chains| {
             let failure = match certs.first() {
                 None => FailureReason::NoPeerCertificate,
-                Some(leaf) if expected.matches_der(leaf) => return Ok(()),
-                Some(leaf) => FailureReason::FingerprintMismatch {
-                    expected: expected.clone(),
-                    got: Fingerprint::of_der(expected.algorithm(), leaf),
-                },
+                Some(leaf) => {
+                    let got = Fingerprint::of_der(strongest, leaf);
+                    if expected.contains(&got) {
+                        return Ok(());
+                    }
+                    FailureReason::FingerprintMismatch {
+                        expected: expected.clone(),
+                        got,
+                    }
+                }
             };
             let message = failure.to_string();
             cb_verify
