@@ -423,18 +423,12 @@ fn unanswered_handshake_fails_in_bounded_time() {
     let out = pump(&mut p.a, &mut p.b, now, &mut |role, _, _| {
         role == Role::Client
     });
-    assert_eq!(
-        out.a,
-        vec![DtlsEvent::Failed(FailureReason::RetransmissionsExhausted)]
-    );
-    // 7 retransmissions at 1 s, then the 8th timer expiry fails it.
-    let failed_at = out.a_at.unwrap();
-    assert!(
-        failed_at >= Duration::from_secs(7) && failed_at <= Duration::from_secs(10),
-        "{failed_at:?}"
-    );
+    // Retransmissions at 1, 3, 7, 15 s (doubling); the next would be at 31 s, past the
+    // 30 s handshake deadline.
+    assert_eq!(out.a, vec![DtlsEvent::Failed(FailureReason::Timeout)]);
+    assert_eq!(out.a_at, Some(cfg.handshake_timeout));
     assert!(out.delivered == 0);
-    // The server never heard anything: it gives up at the handshake deadline.
+    // The server never heard anything: it gives up at the same deadline.
     assert_eq!(
         out.b,
         vec![DtlsEvent::Failed(FailureReason::Timeout)],
@@ -442,6 +436,66 @@ fn unanswered_handshake_fails_in_bounded_time() {
     );
     assert_eq!(out.b_at, Some(cfg.handshake_timeout));
     assert!(p.a.poll_timeout().is_none() && p.b.poll_timeout().is_none());
+}
+
+/// Sends times of a lone client's flights until it fails, with synthetic time.
+fn lone_client_schedule(cfg: &DtlsConfig) -> (Vec<Duration>, Duration, Vec<DtlsEvent>) {
+    let start = Instant::now();
+    let (c, other) = (cert(), cert());
+    let mut ep =
+        DtlsEndpoint::new(Role::Client, &c, [other.fingerprint().clone()], cfg, start).unwrap();
+    let mut now = start;
+    let mut sends = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        if ep.poll_transmit().is_some() {
+            sends.push(now - start);
+            while ep.poll_transmit().is_some() {}
+        }
+        events.extend(std::iter::from_fn(|| ep.poll_event()));
+        let Some(t) = ep.poll_timeout() else { break };
+        now = t;
+        ep.handle_timeout(now);
+    }
+    (sends, now - start, events)
+}
+
+#[test]
+fn retransmissions_back_off_exponentially() {
+    let secs = |v: &[u64]| {
+        v.iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect::<Vec<_>>()
+    };
+    let (sends, end, events) = lone_client_schedule(&DtlsConfig::default());
+    assert_eq!(sends, secs(&[0, 1, 3, 7, 15]));
+    assert_eq!(end, Duration::from_secs(30));
+    assert_eq!(events, vec![DtlsEvent::Failed(FailureReason::Timeout)]);
+    // With a long deadline: 7 retransmissions (the interval capped at 60 s), then the 8th
+    // expiry of the timer ends it.
+    let cfg = DtlsConfig {
+        handshake_timeout: Duration::from_secs(600),
+        ..DtlsConfig::default()
+    };
+    let (sends, end, events) = lone_client_schedule(&cfg);
+    assert_eq!(sends, secs(&[0, 1, 3, 7, 15, 31, 63, 123]));
+    assert_eq!(end, Duration::from_secs(183));
+    assert_eq!(
+        events,
+        vec![DtlsEvent::Failed(FailureReason::RetransmissionsExhausted)]
+    );
+    // A shorter first interval (e.g. 100 ms) doubles the same way.
+    let cfg = DtlsConfig {
+        retransmit_interval: Duration::from_millis(100),
+        ..DtlsConfig::default()
+    };
+    let (sends, _, _) = lone_client_schedule(&cfg);
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|s| Duration::from_millis(*s))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sends, ms(&[0, 100, 300, 700, 1500, 3100, 6300, 12700]));
 }
 
 /// A small deterministic PRNG (xorshift) so failures reproduce.

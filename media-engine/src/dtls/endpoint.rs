@@ -28,6 +28,9 @@ pub const SRTP_EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9);
 const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8);
 
+/// Cap of the doubling retransmission timeout (RFC 6347 4.2.4.1, RFC 6298's 60 s).
+pub const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Settings of a [`DtlsEndpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DtlsConfig {
@@ -35,7 +38,8 @@ pub struct DtlsConfig {
     /// order decides. Must not be empty. Default: AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80.
     pub srtp_profiles: Vec<SrtpProfile>,
     /// First retransmission timeout of a handshake flight (RFC 6347 4.2.4.1; default 1 s).
-    /// `rtc-dtls` retransmits at this fixed interval, up to 7 times, then fails.
+    /// It doubles at each retransmission of the same flight, up to
+    /// [`MAX_RETRANSMIT_INTERVAL`]; after 7 retransmissions the handshake fails.
     pub retransmit_interval: Duration,
     /// Overall limit for the handshake, from [`DtlsEndpoint::new`] (default 30 s).
     pub handshake_timeout: Duration,
@@ -261,6 +265,14 @@ pub struct DtlsEndpoint {
     started: bool,
     state: DtlsState,
     deadline: Instant,
+    /// Retransmission backoff (RFC 6347 4.2.4.1). `rtc-dtls` re-arms its timer at a fixed
+    /// interval; we call its `handle_timeout` only at `wake`, which doubles per
+    /// retransmission of one flight. `lib_timer` is the library's timer as last seen: when it
+    /// changes other than through our timeout call, a new flight went out and backoff resets.
+    retransmit_interval: Duration,
+    lib_timer: Option<Instant>,
+    wake: Option<Instant>,
+    backoff: u32,
     accepted_profiles: Vec<SrtpProfile>,
     verify: Arc<Mutex<VerifyOutcome>>,
     events: VecDeque<DtlsEvent>,
@@ -473,6 +485,10 @@ impl DtlsEndpoint {
             started: false,
             state: DtlsState::Handshaking,
             deadline: now + config.handshake_timeout,
+            retransmit_interval: config.retransmit_interval,
+            lib_timer: None,
+            wake: None,
+            backoff: 0,
             accepted_profiles: config.srtp_profiles.clone(),
             verify,
             events: VecDeque::new(),
@@ -485,6 +501,7 @@ impl DtlsEndpoint {
                 .map_err(|e| DtlsError::Config(e.to_string()))?;
             me.started = true;
             me.collect_transmits();
+            me.sync_timer();
         }
         Ok(me)
     }
@@ -535,6 +552,7 @@ impl DtlsEndpoint {
         self.started = true;
         let result = self.endpoint.read(now, PEER, None, BytesMut::from(data));
         self.collect_transmits();
+        self.sync_timer();
         match result {
             Ok(events) => {
                 for ev in events {
@@ -554,7 +572,7 @@ impl DtlsEndpoint {
             self.fail(FailureReason::Timeout);
             return;
         }
-        if !self.started {
+        if !self.started || self.wake.is_none_or(|w| now < w) {
             return;
         }
         let result = self.endpoint.handle_timeout(PEER, now);
@@ -562,6 +580,24 @@ impl DtlsEndpoint {
         if let Err(err) = result {
             tracing::debug!(%err, "dtls: handshake timeout");
             self.fail(FailureReason::RetransmissionsExhausted);
+            return;
+        }
+        self.backoff = (self.backoff + 1).min(16);
+        self.lib_timer = self.endpoint.poll_timeout(&PEER);
+        let interval = self
+            .retransmit_interval
+            .saturating_mul(1 << self.backoff)
+            .min(MAX_RETRANSMIT_INTERVAL.max(self.retransmit_interval));
+        // Never before the library's own timer (it ignores calls until then).
+        self.wake = self.lib_timer.map(|t| t.max(now + interval));
+    }
+
+    fn sync_timer(&mut self) {
+        let t = self.endpoint.poll_timeout(&PEER);
+        if t != self.lib_timer {
+            self.lib_timer = t;
+            self.wake = t;
+            self.backoff = 0;
         }
     }
 
@@ -570,12 +606,7 @@ impl DtlsEndpoint {
         if self.state != DtlsState::Handshaking {
             return None;
         }
-        let lib = if self.started {
-            self.endpoint.poll_timeout(&PEER)
-        } else {
-            None
-        };
-        Some(lib.map_or(self.deadline, |t| t.min(self.deadline)))
+        Some(self.wake.map_or(self.deadline, |t| t.min(self.deadline)))
     }
 
     /// The next datagram to send to the peer.

@@ -33,7 +33,7 @@ pub use cert::{
 };
 pub use endpoint::{
     DtlsConfig, DtlsEndpoint, DtlsEvent, DtlsState, DtlsStats, FailureReason, SrtpKeyingMaterial,
-    SrtpMasterKey, SRTP_EXPORTER_LABEL,
+    SrtpMasterKey, MAX_RETRANSMIT_INTERVAL, SRTP_EXPORTER_LABEL,
 };
 pub use setup::{answer_setup, dtls_role, Role, Setup, SetupError};
 
