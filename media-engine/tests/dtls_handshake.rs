@@ -656,3 +656,25 @@ fn close_notify_ends_the_association_on_both_sides() {
         assert_eq!(p.b.stats().dropped_after_end, 1);
     }
 }
+
+#[test]
+fn small_mtu_fragments_handshake_messages() {
+    let cfg = DtlsConfig {
+        mtu: 200,
+        ..DtlsConfig::default()
+    };
+    let now = Instant::now();
+    let mut p = pair(Role::Client, &cfg, &cfg, now);
+    let mut largest = 0;
+    let mut count = 0;
+    let out = pump(&mut p.a, &mut p.b, now, &mut |_, _, d| {
+        largest = largest.max(d.len());
+        count += 1;
+        false
+    });
+    check_keys(connected(&out.a), connected(&out.b));
+    // Certificates (~300-400 bytes of DER each) cannot travel whole: more datagrams than the
+    // 6 of an unfragmented handshake, none much above the MTU (record and handshake headers).
+    assert!(count > 6, "{count}");
+    assert!(largest <= 200 + 2 * 25, "{largest}");
+}

@@ -450,6 +450,25 @@ mod tests {
     }
 
     #[test]
+    fn fingerprint_parser_survives_arbitrary_input() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let alphabet = b"sha-1256384: \tABCDEFabcdefxyz09\x00\xff";
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 120) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (i % 60)) as usize + i) % alphabet.len()])
+                .collect();
+            let s = String::from_utf8_lossy(&bytes);
+            if let Ok(f) = Fingerprint::parse_sdp(&s) {
+                assert_eq!(Fingerprint::parse_sdp(&f.to_sdp()), Ok(f));
+            }
+        }
+    }
+
+    #[test]
     fn generated_certificate_fingerprint_and_validity() {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let life = Duration::from_secs(7 * 24 * 3600);
