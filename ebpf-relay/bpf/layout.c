@@ -27,9 +27,20 @@ int main(void)
 	OFF(flow_value, egress_ifindex);
 	OFF(flow_value, src_mac);
 	OFF(flow_value, dst_mac);
-	OFF(flow_value, packets);
-	OFF(flow_value, bytes);
-	OFF(flow_value, last_seen_ns);
+	OFF(flow_value, slot);
+	OFF(flow_value, csum_ip);
+	OFF(flow_value, csum_udp);
+	SIZE(flow_counters);
+	OFF(flow_counters, packets);
+	OFF(flow_counters, bytes);
+	OFF(flow_counters, last_seen_ns);
+	SIZE(flow_slot);
+	OFF(flow_slot, seq);
+	OFF(flow_slot, family);
+	OFF(flow_slot, flags);
+	OFF(flow_slot, pad);
+	OFF(flow_slot, local_addr);
+	OFF(flow_slot, v);
 	SIZE(addr_key);
 	OFF(addr_key, addr);
 	OFF(addr_key, family);
@@ -42,6 +53,8 @@ int main(void)
 	printf("pub const STAT_MAX: u32 = %d;\n", STAT_MAX);
 	printf("pub const MAX_FLOWS: u32 = %d;\n", RELAY_MAX_FLOWS);
 	printf("pub const POLICY_STRICT: u8 = %d;\n", RELAY_POLICY_STRICT);
+	printf("pub const PORT_SLOTS: u32 = %d;\n", RELAY_PORT_SLOTS);
+	printf("pub const SLOT_F_HASH: u8 = %d;\n", SLOT_F_HASH);
 	printf("pub const POLICY_LEARN: u8 = %d;\n", RELAY_POLICY_LEARN);
 	return 0;
 }

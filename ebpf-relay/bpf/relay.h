@@ -35,7 +35,9 @@ struct flow_key {
 	__u8 pad;       /* must be 0 */
 };
 
-/* Value of the flow map. The counters at the end are updated by the program. */
+/* Value of the flow map: the forwarding rule. Written by userspace only (a
+ * whole-value replace); the program's per-flow counters live in the per-CPU
+ * `flow_counters` array at index `slot`. */
 struct flow_value {
 	__u8 expected_src_addr[16];
 	__be16 expected_src_port;
@@ -46,12 +48,43 @@ struct flow_value {
 	__be16 new_src_port;
 	__be16 new_dst_port;
 	__u32 egress_ifindex;    /* == ingress ifindex: XDP_TX, else XDP_REDIRECT via tx_ports */
+	__u8 dst_mac[6];         /* next hop MAC (frame order: dst_mac, src_mac) */
 	__u8 src_mac[6];         /* egress interface MAC */
-	__u8 dst_mac[6];         /* next hop MAC */
-	__u64 packets;           /* forwarded packets (atomic) */
-	__u64 bytes;             /* forwarded bytes, IP header included (atomic) */
-	__u64 last_seen_ns;      /* bpf_ktime_get_ns() of the last forwarded packet */
+	__u32 slot;              /* index in flow_counters (< max flows), owned by this flow */
+	/* RFC 1624 checksum deltas, precomputed by userspace: folded one's
+	 * complement sums of (~old + new) over the 16-bit words (as raw memory
+	 * values) that the rewrite changes. A forwarded packet always carries the
+	 * old values: its destination is the key and its source the expected one. */
+	__u16 csum_ip;           /* IPv4 header: addresses (unused for IPv6) */
+	__u16 csum_udp;          /* UDP: addresses and ports */
 };
+
+/* Per-CPU counters of one flow (`flow_counters` per-CPU array, index = slot).
+ * Userspace sums packets and bytes over CPUs and takes the largest last_seen. */
+struct flow_counters {
+	__u64 packets;           /* forwarded packets */
+	__u64 bytes;             /* forwarded bytes, IP header included */
+	__u64 last_seen_ns;      /* relay clock (coarse CLOCK_MONOTONIC, 4 ms ticks) at the last forwarded packet */
+};
+
+/* Direct-mapped fast index of the flow map (`flow_index` array, index = local
+ * UDP port in host order; mmap()ed and written by userspace with a sequence
+ * lock). A slot holds at most one flow with that port; the `flows` hash map
+ * stays the authority. The program uses a slot only if `seq` is even and the
+ * same before and after it copied the slot, and `family`/`local_addr` are
+ * the packet's destination; otherwise it looks the flow up in `flows` when
+ * `seq` is odd (write in progress) or SLOT_F_HASH is set (other flows with
+ * this port are only in `flows`). */
+struct flow_slot {
+	__u32 seq;               /* odd while userspace writes the slot */
+	__u8 family;             /* 0: no flow in this slot */
+	__u8 flags;              /* SLOT_F_* */
+	__u8 pad[2];             /* must be 0 */
+	__u8 local_addr[16];     /* the flow's key address (port = slot index) */
+	struct flow_value v;
+};
+
+#define SLOT_F_HASH 1            /* more flows with this port are in `flows` only */
 
 /* Key of the source blocklist. */
 struct addr_key {
@@ -91,12 +124,18 @@ enum relay_stat {
 #define RELAY_MAX_FLOWS 65536
 #define RELAY_MAX_BLOCKLIST 65536
 #define RELAY_MAX_TX_PORTS 256
+#define RELAY_PORT_SLOTS 65536
 
 _Static_assert(sizeof(struct flow_key) == 20, "flow_key layout");
-_Static_assert(sizeof(struct flow_value) == 96, "flow_value layout");
+_Static_assert(sizeof(struct flow_value) == 80, "flow_value layout");
+_Static_assert(sizeof(struct flow_counters) == 24, "flow_counters layout");
+_Static_assert(sizeof(struct flow_slot) == 104, "flow_slot layout");
 _Static_assert(sizeof(struct addr_key) == 20, "addr_key layout");
 _Static_assert(sizeof(struct blocklist_value) == 8, "blocklist_value layout");
 _Static_assert(sizeof(struct relay_config) == 8, "relay_config layout");
-_Static_assert(__builtin_offsetof(struct flow_value, packets) == 72, "flow_value.packets");
+_Static_assert(__builtin_offsetof(struct flow_value, slot) == 72, "flow_value.slot");
+_Static_assert(__builtin_offsetof(struct flow_slot, v) == 24, "flow_slot.v");
+_Static_assert(__builtin_offsetof(struct flow_value, dst_mac) == 60, "flow_value.dst_mac: 4-aligned, src_mac follows");
+_Static_assert(__builtin_offsetof(struct flow_value, new_dst_port) == 54, "flow_value ports adjacent");
 
 #endif

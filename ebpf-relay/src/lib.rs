@@ -18,6 +18,7 @@
 //!   UDP checksums incrementally (RFC 1624), count, and XDP_TX (egress ==
 //!   ingress interface) or XDP_REDIRECT through the `tx_ports` devmap.
 
+mod index;
 pub mod maps;
 mod netlink;
 pub mod relay;

@@ -17,6 +17,10 @@ pub const POLICY_STRICT: u8 = 0;
 pub const POLICY_LEARN: u8 = 1;
 /// `RELAY_MAX_FLOWS`: default capacity of the flow map.
 pub const MAX_FLOWS: u32 = 65536;
+/// `RELAY_PORT_SLOTS`: entries of the `flow_index` array (one per UDP port).
+pub const PORT_SLOTS: u32 = 65536;
+/// `SLOT_F_HASH`: more flows with this port are only in the `flows` hash map.
+pub const SLOT_F_HASH: u8 = 1;
 
 /// `struct flow_key`: the local relay socket a packet was sent to.
 #[repr(C)]
@@ -32,7 +36,7 @@ pub struct RawFlowKey {
     pub pad: u8,
 }
 
-/// `struct flow_value`.
+/// `struct flow_value`: the forwarding rule (counters are in [`RawFlowCounters`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RawFlowValue {
@@ -45,11 +49,78 @@ pub struct RawFlowValue {
     pub new_src_port: u16,
     pub new_dst_port: u16,
     pub egress_ifindex: u32,
-    pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    /// Index of this flow's entry in the per-CPU `flow_counters` array.
+    pub slot: u32,
+    /// RFC 1624 delta of the IPv4 header checksum (see [`csum_deltas`]).
+    pub csum_ip: u16,
+    /// RFC 1624 delta of the UDP checksum (see [`csum_deltas`]).
+    pub csum_udp: u16,
+}
+
+/// `struct flow_counters`: one CPU's counters of one flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawFlowCounters {
     pub packets: u64,
     pub bytes: u64,
     pub last_seen_ns: u64,
+}
+
+/// `struct flow_slot`: one entry of the mmap()ed `flow_index` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawFlowSlot {
+    /// Sequence lock: odd while userspace writes the slot.
+    pub seq: u32,
+    /// 0: empty; else [`FAMILY_INET`] or [`FAMILY_INET6`].
+    pub family: u8,
+    /// [`SLOT_F_HASH`] or 0.
+    pub flags: u8,
+    pub pad: [u8; 2],
+    /// Local address of the flow in this slot (its port is the slot index).
+    pub local_addr: [u8; 16],
+    pub v: RawFlowValue,
+}
+
+/// Folded one's complement sum of `bytes` taken as 16-bit words in memory
+/// order (RFC 1071 2(B): byte-order independent), each complemented if `neg`.
+fn csum_words(mut sum: u32, bytes: &[u8], neg: bool) -> u32 {
+    for c in bytes.chunks(2) {
+        let w = u16::from_ne_bytes([c[0], c.get(1).copied().unwrap_or(0)]);
+        sum += u32::from(if neg { !w } else { w });
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// RFC 1624 checksum deltas of the rewrite `expected source -> local` into
+/// `egress source -> peer`: (IPv4 header, UDP), as the program adds them to
+/// the complemented checksums. Addresses are 4 (IPv4) or 16 (IPv6) bytes in
+/// network order, ports `[source, destination]` in network order as stored
+/// (`u16::to_be`).
+pub fn csum_deltas(
+    old_src: &[u8],
+    old_dst: &[u8],
+    new_src: &[u8],
+    new_dst: &[u8],
+    old_ports: [u16; 2],
+    new_ports: [u16; 2],
+) -> (u16, u16) {
+    let [old_sport, old_dport] = old_ports;
+    let [new_sport, new_dport] = new_ports;
+    let mut ip = csum_words(0, old_src, true);
+    ip = csum_words(ip, old_dst, true);
+    ip = csum_words(ip, new_src, false);
+    ip = csum_words(ip, new_dst, false);
+    let mut udp = csum_words(ip, &old_sport.to_ne_bytes(), true);
+    udp = csum_words(udp, &old_dport.to_ne_bytes(), true);
+    udp = csum_words(udp, &new_sport.to_ne_bytes(), false);
+    udp = csum_words(udp, &new_dport.to_ne_bytes(), false);
+    (ip as u16, udp as u16)
 }
 
 /// `struct addr_key`: key of the source blocklist.
@@ -83,6 +154,8 @@ pub struct RawRelayConfig {
 unsafe impl aya::Pod for RawFlowKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawFlowValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawFlowCounters {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawAddrKey {}
 // SAFETY: as above.
@@ -173,7 +246,7 @@ mod tests {
     #[test]
     fn flow_value_layout_matches_c() {
         assert_eq!(size_of::<RawFlowValue>(), c::SIZE_flow_value);
-        assert_eq!(size_of::<RawFlowValue>(), 96);
+        assert_eq!(size_of::<RawFlowValue>(), 80);
         assert_eq!(
             offset_of!(RawFlowValue, expected_src_addr),
             c::OFF_flow_value_expected_src_addr
@@ -206,12 +279,73 @@ mod tests {
         );
         assert_eq!(offset_of!(RawFlowValue, src_mac), c::OFF_flow_value_src_mac);
         assert_eq!(offset_of!(RawFlowValue, dst_mac), c::OFF_flow_value_dst_mac);
-        assert_eq!(offset_of!(RawFlowValue, packets), c::OFF_flow_value_packets);
-        assert_eq!(offset_of!(RawFlowValue, bytes), c::OFF_flow_value_bytes);
+        assert_eq!(offset_of!(RawFlowValue, slot), c::OFF_flow_value_slot);
+        assert_eq!(offset_of!(RawFlowValue, csum_ip), c::OFF_flow_value_csum_ip);
         assert_eq!(
-            offset_of!(RawFlowValue, last_seen_ns),
-            c::OFF_flow_value_last_seen_ns
+            offset_of!(RawFlowValue, csum_udp),
+            c::OFF_flow_value_csum_udp
         );
+    }
+
+    #[test]
+    fn flow_counters_and_slot_layout_match_c() {
+        assert_eq!(size_of::<RawFlowCounters>(), c::SIZE_flow_counters);
+        assert_eq!(size_of::<RawFlowCounters>(), 24);
+        assert_eq!(
+            offset_of!(RawFlowCounters, packets),
+            c::OFF_flow_counters_packets
+        );
+        assert_eq!(
+            offset_of!(RawFlowCounters, bytes),
+            c::OFF_flow_counters_bytes
+        );
+        assert_eq!(
+            offset_of!(RawFlowCounters, last_seen_ns),
+            c::OFF_flow_counters_last_seen_ns
+        );
+        assert_eq!(size_of::<RawFlowSlot>(), c::SIZE_flow_slot);
+        assert_eq!(size_of::<RawFlowSlot>(), 104);
+        assert_eq!(offset_of!(RawFlowSlot, seq), c::OFF_flow_slot_seq);
+        assert_eq!(offset_of!(RawFlowSlot, family), c::OFF_flow_slot_family);
+        assert_eq!(offset_of!(RawFlowSlot, flags), c::OFF_flow_slot_flags);
+        assert_eq!(offset_of!(RawFlowSlot, pad), c::OFF_flow_slot_pad);
+        assert_eq!(
+            offset_of!(RawFlowSlot, local_addr),
+            c::OFF_flow_slot_local_addr
+        );
+        assert_eq!(offset_of!(RawFlowSlot, v), c::OFF_flow_slot_v);
+        // The mmap()ed array places entries at multiples of the value size
+        // rounded up to 8.
+        assert_eq!(size_of::<RawFlowSlot>() % 8, 0);
+    }
+
+    #[test]
+    fn csum_deltas_match_a_checksum_from_scratch() {
+        // IPv4 header of the benchmark frame, checksum computed from scratch
+        // before and after the rewrite, against the incremental update.
+        fn full(words: &[u8]) -> u16 {
+            !(csum_words(0, words, false) as u16)
+        }
+        let mut h = [
+            0x45u8, 0xb8, 0, 200, 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 18, 1, 2, 198, 18, 1, 1,
+        ];
+        let c = full(&h);
+        h[10..12].copy_from_slice(&c.to_ne_bytes());
+        let (dip, _) = csum_deltas(
+            &h[12..16],
+            &h[16..20],
+            &[198, 18, 2, 1],
+            &[198, 18, 2, 2],
+            [5000u16.to_be(), 30000u16.to_be()],
+            [30002u16.to_be(), 6000u16.to_be()],
+        );
+        let old = u16::from_ne_bytes([h[10], h[11]]);
+        let sum = u32::from(!old) + u32::from(dip);
+        let inc = !(csum_words(sum, &[], false) as u16);
+        h[12..16].copy_from_slice(&[198, 18, 2, 1]);
+        h[16..20].copy_from_slice(&[198, 18, 2, 2]);
+        h[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc, full(&h));
     }
 
     #[test]
@@ -237,6 +371,8 @@ mod tests {
     fn constants_match_c() {
         assert_eq!(crate::stats::Outcome::ALL.len() as u32, c::STAT_MAX);
         assert_eq!(MAX_FLOWS, c::MAX_FLOWS);
+        assert_eq!(PORT_SLOTS, c::PORT_SLOTS);
+        assert_eq!(SLOT_F_HASH, c::SLOT_F_HASH);
         assert_eq!(POLICY_STRICT, c::POLICY_STRICT);
         assert_eq!(POLICY_LEARN, c::POLICY_LEARN);
     }

@@ -1,21 +1,23 @@
 //! Loader and typed API of the XDP relay.
 
+use std::collections::{HashMap as StdHashMap, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use aya::maps::xdp::{DevMapHash, XdpMapError};
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use aya::programs::links::FdLink;
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use tracing::{debug, info, warn};
 
+use crate::index::{FlowIndex, FAST_INDEX};
 use crate::maps::{
-    addr_to_raw, RawAddrKey, RawBlocklistValue, RawFlowKey, RawFlowValue, RawRelayConfig,
-    POLICY_LEARN, POLICY_STRICT,
+    addr_to_raw, csum_deltas, RawAddrKey, RawBlocklistValue, RawFlowCounters, RawFlowKey,
+    RawFlowSlot, RawFlowValue, RawRelayConfig, POLICY_LEARN, POLICY_STRICT,
 };
 use crate::netlink::{self, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use crate::stats::{Outcome, RelayStats};
@@ -27,8 +29,13 @@ pub const RELAY_PROG: &str = "portcullis_xdp";
 pub const PASS_PROG: &str = "portcullis_pass";
 /// Name of the benchmark bound program (parse, swap, XDP_TX).
 pub const BOUND_PROG: &str = "portcullis_bnd";
+/// Name of the program that starts the relay clock (a BPF timer storing the
+/// coarse monotonic time every 4 ms, read by the relay for `last_seen_ns`).
+pub const CLOCK_PROG: &str = "portcullis_clk";
 
 const FLOWS: &str = "flows";
+const FLOW_INDEX: &str = "flow_index";
+const FLOW_COUNTERS: &str = "flow_counters";
 const BLOCKLIST: &str = "blocklist";
 const STATS: &str = "relay_stats";
 const CONFIG: &str = "relay_config";
@@ -108,6 +115,12 @@ pub enum RelayError {
     /// BPF_PROG_TEST_RUN failed.
     #[error("test run: {0}")]
     TestRun(String),
+    /// Mapping the `flow_index` array into memory failed.
+    #[error("mmap of the flow index: {0}")]
+    Mmap(#[source] io::Error),
+    /// `insert_flow` with `max_flows` flows installed.
+    #[error("flow table full ({0} flows)")]
+    FlowTableFull(u32),
 }
 
 type Result<T> = std::result::Result<T, RelayError>;
@@ -181,7 +194,9 @@ pub struct FlowCounters {
     pub packets: u64,
     /// Forwarded bytes, counted from the IP header.
     pub bytes: u64,
-    /// CLOCK_MONOTONIC (`bpf_ktime_get_ns`) of the last forwarded packet, 0 if none.
+    /// CLOCK_MONOTONIC (coarse: `bpf_ktime_get_coarse_ns` sampled every 4 ms
+    /// by a BPF timer, so at most ~8 ms behind) of the last forwarded packet,
+    /// 0 if none.
     pub last_seen_ns: u64,
 }
 
@@ -265,6 +280,17 @@ pub struct XdpRelay {
     attachments: Vec<Attachment>,
     egress_only: Vec<u32>,
     extra_loaded: Vec<&'static str>,
+    /// The mmap()ed port-indexed copy of the flow map (see `index.rs`).
+    index: FlowIndex,
+    /// Counter slot of every installed flow.
+    slots: StdHashMap<RawFlowKey, u32>,
+    /// Free counter slots, reused oldest first.
+    free_slots: VecDeque<u32>,
+    /// Flow occupying each port's index slot.
+    port_owner: StdHashMap<u16, RawFlowKey>,
+    /// Other flows with that port (only in the hash map).
+    port_others: StdHashMap<u16, Vec<RawFlowKey>>,
+    max_flows: u32,
 }
 
 impl std::fmt::Debug for XdpRelay {
@@ -292,6 +318,34 @@ fn xdp_prog<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
     })?;
     prog.try_into()
         .map_err(|source| RelayError::Program { name, source })
+}
+
+/// Loads and runs `portcullis_clk` once: it arms the BPF timer that keeps the
+/// relay clock (`relay_clock` map) current. The timer stops when the map is
+/// freed, i.e. when the relay is dropped.
+fn start_clock(ebpf: &mut Ebpf) -> Result<()> {
+    let prog = xdp_prog(ebpf, CLOCK_PROG)?;
+    prog.load().map_err(|source| RelayError::Program {
+        name: CLOCK_PROG,
+        source,
+    })?;
+    let frame = [0u8; 64];
+    let mut out = [0u8; 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| RelayError::TestRun(format!("{CLOCK_PROG}: {e}")))?;
+    if r.return_value != action::PASS {
+        return Err(RelayError::TestRun(format!(
+            "{CLOCK_PROG} could not start the relay clock timer (action {})",
+            r.return_value
+        )));
+    }
+    Ok(())
 }
 
 fn program_name(id: u32) -> Option<String> {
@@ -356,14 +410,29 @@ fn detach_link_of_program(prog_id: u32) -> std::result::Result<bool, String> {
     }
 }
 
-fn flow_value(local: SocketAddr, spec: &FlowSpec) -> Result<RawFlowValue> {
-    let (kf, _) = addr_to_raw(local.ip());
+fn flow_value(local: SocketAddr, spec: &FlowSpec, slot: u32) -> Result<RawFlowValue> {
+    let (kf, local_addr) = addr_to_raw(local.ip());
     let (ef, expected) = addr_to_raw(spec.expected_source.ip());
     let (sf, new_src) = addr_to_raw(spec.egress_source.ip());
     let (df, new_dst) = addr_to_raw(spec.peer.ip());
     if ef != kf || sf != kf || df != kf {
         return Err(RelayError::FamilyMismatch(local));
     }
+    let n = if kf == crate::maps::FAMILY_INET {
+        4
+    } else {
+        16
+    };
+    // A forwarded packet comes from the expected source to `local`: the
+    // checksum deltas of its rewrite are fixed per flow.
+    let (csum_ip, csum_udp) = csum_deltas(
+        &expected[..n],
+        &local_addr[..n],
+        &new_src[..n],
+        &new_dst[..n],
+        [spec.expected_source.port().to_be(), local.port().to_be()],
+        [spec.egress_source.port().to_be(), spec.peer.port().to_be()],
+    );
     Ok(RawFlowValue {
         expected_src_addr: expected,
         expected_src_port: spec.expected_source.port().to_be(),
@@ -379,13 +448,13 @@ fn flow_value(local: SocketAddr, spec: &FlowSpec) -> Result<RawFlowValue> {
         egress_ifindex: spec.egress_ifindex,
         src_mac: spec.src_mac,
         dst_mac: spec.dst_mac,
-        packets: 0,
-        bytes: 0,
-        last_seen_ns: 0,
+        slot,
+        csum_ip,
+        csum_udp,
     })
 }
 
-fn flow_entry(k: &RawFlowKey, v: &RawFlowValue) -> Option<FlowEntry> {
+fn flow_entry(k: &RawFlowKey, v: &RawFlowValue, counters: FlowCounters) -> Option<FlowEntry> {
     let local = k.to_socket()?;
     let ip = |a: &[u8; 16]| crate::maps::addr_from_raw(k.family, a);
     Some(FlowEntry {
@@ -406,11 +475,7 @@ fn flow_entry(k: &RawFlowKey, v: &RawFlowValue) -> Option<FlowEntry> {
             src_mac: v.src_mac,
             dst_mac: v.dst_mac,
         },
-        counters: FlowCounters {
-            packets: v.packets,
-            bytes: v.bytes,
-            last_seen_ns: v.last_seen_ns,
-        },
+        counters,
     })
 }
 
@@ -420,8 +485,14 @@ impl XdpRelay {
     pub fn load(opts: RelayOptions) -> Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, opts.max_flows)
+            .map_max_entries(FLOW_COUNTERS, opts.max_flows)
             .map_max_entries(BLOCKLIST, opts.max_blocklist)
             .load(RELAY_OBJECT)?;
+        start_clock(&mut ebpf)?;
+        let index = match ebpf.map(FLOW_INDEX) {
+            Some(Map::Array(md)) => FlowIndex::map(md.fd()).map_err(RelayError::Mmap)?,
+            Some(_) | None => return Err(RelayError::MissingMap(FLOW_INDEX)),
+        };
         xdp_prog(&mut ebpf, RELAY_PROG)?
             .load()
             .map_err(|source| RelayError::Program {
@@ -434,6 +505,12 @@ impl XdpRelay {
             attachments: Vec::new(),
             egress_only: Vec::new(),
             extra_loaded: Vec::new(),
+            index,
+            slots: StdHashMap::new(),
+            free_slots: (0..opts.max_flows).collect(),
+            port_owner: StdHashMap::new(),
+            port_others: StdHashMap::new(),
+            max_flows: opts.max_flows,
         })
     }
 
@@ -612,8 +689,102 @@ impl XdpRelay {
         }
     }
 
-    fn read_raw(&self, local: SocketAddr) -> Result<Option<RawFlowValue>> {
-        match self.flows_map()?.get(&RawFlowKey::from_socket(local), 0) {
+    fn counters_map(&self) -> Result<PerCpuArray<&MapData, RawFlowCounters>> {
+        let m = self
+            .ebpf
+            .map(FLOW_COUNTERS)
+            .ok_or(RelayError::MissingMap(FLOW_COUNTERS))?;
+        PerCpuArray::try_from(m).map_err(|source| RelayError::Map {
+            name: FLOW_COUNTERS,
+            source,
+        })
+    }
+
+    /// Counters of counter slot `slot`, summed over CPUs (last seen: the latest).
+    fn read_counters(&self, slot: u32) -> Result<FlowCounters> {
+        let per_cpu = self
+            .counters_map()?
+            .get(&slot, 0)
+            .map_err(|source| RelayError::Map {
+                name: FLOW_COUNTERS,
+                source,
+            })?;
+        Ok(per_cpu
+            .iter()
+            .fold(FlowCounters::default(), |acc, c| FlowCounters {
+                packets: acc.packets.wrapping_add(c.packets),
+                bytes: acc.bytes.wrapping_add(c.bytes),
+                last_seen_ns: acc.last_seen_ns.max(c.last_seen_ns),
+            }))
+    }
+
+    fn zero_counters(&mut self, slot: u32) -> Result<()> {
+        let map_err = |source| RelayError::Map {
+            name: FLOW_COUNTERS,
+            source,
+        };
+        let syscall = |call, io_error| {
+            map_err(MapError::SyscallError(aya::sys::SyscallError {
+                call,
+                io_error,
+            }))
+        };
+        let ncpu = aya::util::nr_cpus().map_err(|(_, e)| syscall("nr_cpus", e))?;
+        let zeros = PerCpuValues::try_from(vec![RawFlowCounters::default(); ncpu])
+            .map_err(|e| syscall("per-cpu values", e))?;
+        let m = self
+            .ebpf
+            .map_mut(FLOW_COUNTERS)
+            .ok_or(RelayError::MissingMap(FLOW_COUNTERS))?;
+        let mut arr: PerCpuArray<&mut MapData, RawFlowCounters> =
+            PerCpuArray::try_from(m).map_err(map_err)?;
+        arr.set(slot, zeros, 0).map_err(map_err)
+    }
+
+    /// Puts `key` (already in the hash map with value `v`) in its port's
+    /// index slot if the slot is free, else records it as a hash-only flow.
+    fn index_add(&mut self, key: RawFlowKey, v: RawFlowValue) {
+        let port = u16::from_be(key.port);
+        if FAST_INDEX && !self.port_owner.contains_key(&port) {
+            let others = self.port_others.get(&port).is_some_and(|o| !o.is_empty());
+            self.index.set(port, key.family, key.addr, v, others);
+            self.port_owner.insert(port, key);
+        } else {
+            self.port_others.entry(port).or_default().push(key);
+            self.index.set_others(port, true);
+        }
+    }
+
+    /// Takes `key` out of the index before its removal from the hash map; a
+    /// hash-only flow with the same port takes the slot.
+    fn index_remove(&mut self, key: RawFlowKey) -> Result<()> {
+        let port = u16::from_be(key.port);
+        if self.port_owner.get(&port) == Some(&key) {
+            self.port_owner.remove(&port);
+            let next = self.port_others.get_mut(&port).and_then(|o| o.pop());
+            let others = self.port_others.get(&port).is_some_and(|o| !o.is_empty());
+            match next {
+                Some(k) => match self.read_raw_key(&k)? {
+                    Some(v) => {
+                        self.index.set(port, k.family, k.addr, v, others);
+                        self.port_owner.insert(port, k);
+                    }
+                    None => self.index.clear(port, others),
+                },
+                None => self.index.clear(port, others),
+            }
+        } else if let Some(o) = self.port_others.get_mut(&port) {
+            o.retain(|k| *k != key);
+            if o.is_empty() {
+                self.port_others.remove(&port);
+                self.index.set_others(port, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_raw_key(&self, key: &RawFlowKey) -> Result<Option<RawFlowValue>> {
+        match self.flows_map()?.get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(RelayError::Map {
@@ -623,46 +794,82 @@ impl XdpRelay {
         }
     }
 
-    /// Installs a new flow for the local relay socket `local`; fails if one
-    /// exists. Counters start at zero.
-    pub fn insert_flow(&mut self, local: SocketAddr, spec: &FlowSpec) -> Result<()> {
-        let v = flow_value(local, spec)?;
-        self.check_egress(local, spec.egress_ifindex);
-        match self
-            .flows_map_mut()?
-            .insert(RawFlowKey::from_socket(local), v, BPF_NOEXIST)
-        {
-            Ok(()) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                return Err(RelayError::FlowExists(local))
-            }
-            Err(source) => {
-                return Err(RelayError::Map {
-                    name: FLOWS,
-                    source,
-                })
-            }
+    /// The port-indexed slot the program reads for `port` (diagnostics, tests).
+    pub fn index_slot(&self, port: u16) -> RawFlowSlot {
+        self.index.read(port)
+    }
+
+    /// Test hook: leaves the slot of `port` as a writer interrupted in the
+    /// middle would (odd sequence number, flow fields zeroed) or restores it
+    /// from the flow map (`busy == false`). The program must then take the
+    /// flow from the hash map.
+    #[doc(hidden)]
+    pub fn simulate_torn_slot(&mut self, port: u16, busy: bool) -> Result<()> {
+        if busy {
+            self.index.simulate_torn(port);
+            return Ok(());
         }
-        debug!(%local, peer = %spec.peer, "flow inserted");
+        let others = self.port_others.get(&port).is_some_and(|o| !o.is_empty());
+        match self.port_owner.get(&port).copied() {
+            Some(k) => match self.read_raw_key(&k)? {
+                Some(v) => self.index.set(port, k.family, k.addr, v, others),
+                None => self.index.clear(port, others),
+            },
+            None => self.index.clear(port, others),
+        }
         Ok(())
     }
 
-    /// Replaces the rule of an existing flow, keeping its counters. Packets
-    /// forwarded between the read of the counters and the write are not
-    /// counted (the map has no atomic read-modify-write from userspace).
-    pub fn update_flow(&mut self, local: SocketAddr, spec: &FlowSpec) -> Result<()> {
-        let mut v = flow_value(local, spec)?;
-        let old = self
-            .read_raw(local)?
-            .ok_or(RelayError::FlowNotFound(local))?;
-        v.packets = old.packets;
-        v.bytes = old.bytes;
-        v.last_seen_ns = old.last_seen_ns;
+    /// Installs a new flow for the local relay socket `local`; fails if one
+    /// exists. Counters start at zero.
+    pub fn insert_flow(&mut self, local: SocketAddr, spec: &FlowSpec) -> Result<()> {
+        let key = RawFlowKey::from_socket(local);
+        flow_value(local, spec, 0)?;
+        if self.slots.contains_key(&key) {
+            return Err(RelayError::FlowExists(local));
+        }
+        let slot = self
+            .free_slots
+            .pop_front()
+            .ok_or(RelayError::FlowTableFull(self.max_flows))?;
+        let v = flow_value(local, spec, slot)?;
         self.check_egress(local, spec.egress_ifindex);
-        match self
-            .flows_map_mut()?
-            .insert(RawFlowKey::from_socket(local), v, BPF_EXIST)
-        {
+        let res = self.zero_counters(slot).and_then(|()| {
+            match self.flows_map_mut()?.insert(key, v, BPF_NOEXIST) {
+                Ok(()) => Ok(()),
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    Err(RelayError::FlowExists(local))
+                }
+                Err(source) => Err(RelayError::Map {
+                    name: FLOWS,
+                    source,
+                }),
+            }
+        });
+        if let Err(e) = res {
+            self.free_slots.push_front(slot);
+            return Err(e);
+        }
+        self.slots.insert(key, slot);
+        self.index_add(key, v);
+        debug!(%local, peer = %spec.peer, slot, "flow inserted");
+        Ok(())
+    }
+
+    /// Replaces the rule of an existing flow, keeping its counters (they are
+    /// separate from the rule: nothing forwarded meanwhile is lost).
+    pub fn update_flow(&mut self, local: SocketAddr, spec: &FlowSpec) -> Result<()> {
+        let key = RawFlowKey::from_socket(local);
+        let slot = *self
+            .slots
+            .get(&key)
+            .ok_or(RelayError::FlowNotFound(local))?;
+        let v = flow_value(local, spec, slot)?;
+        self.check_egress(local, spec.egress_ifindex);
+        // Hash first: while the slot is rewritten the program reads the hash.
+        match self.flows_map_mut()?.insert(key, v, BPF_EXIST) {
             Ok(()) => {}
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(RelayError::FlowNotFound(local))
@@ -674,6 +881,11 @@ impl XdpRelay {
                 })
             }
         }
+        let port = u16::from_be(key.port);
+        if self.port_owner.get(&port) == Some(&key) {
+            let others = self.port_others.get(&port).is_some_and(|o| !o.is_empty());
+            self.index.set(port, key.family, key.addr, v, others);
+        }
         debug!(%local, peer = %spec.peer, "flow updated");
         Ok(())
     }
@@ -682,16 +894,17 @@ impl XdpRelay {
     /// packet on. Returns its state as read just before the removal (packets
     /// forwarded in between are not in it), or `None` if there was no such flow.
     pub fn remove_flow(&mut self, local: SocketAddr) -> Result<Option<FlowEntry>> {
+        let key = RawFlowKey::from_socket(local);
+        let Some(&slot) = self.slots.get(&key) else {
+            return Ok(None);
+        };
         let last = self.flow(local)?;
-        match self
-            .flows_map_mut()?
-            .remove(&RawFlowKey::from_socket(local))
-        {
-            Ok(()) => {}
-            Err(MapError::KeyNotFound) => return Ok(None),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                return Ok(None)
-            }
+        // Index first: once the slot no longer holds the flow the program
+        // asks the hash map, from which it is removed next.
+        self.index_remove(key)?;
+        match self.flows_map_mut()?.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
             Err(source) => {
                 return Err(RelayError::Map {
                     name: FLOWS,
@@ -699,6 +912,10 @@ impl XdpRelay {
                 })
             }
         }
+        self.slots.remove(&key);
+        // Reused last: a packet still in flight for this flow cannot count
+        // into a new flow's fresh counters in practice.
+        self.free_slots.push_back(slot);
         debug!(%local, "flow removed");
         Ok(last)
     }
@@ -706,7 +923,11 @@ impl XdpRelay {
     /// One flow with its counters.
     pub fn flow(&self, local: SocketAddr) -> Result<Option<FlowEntry>> {
         let k = RawFlowKey::from_socket(local);
-        Ok(self.read_raw(local)?.and_then(|v| flow_entry(&k, &v)))
+        let Some(v) = self.read_raw_key(&k)? else {
+            return Ok(None);
+        };
+        let c = self.read_counters(v.slot)?;
+        Ok(flow_entry(&k, &v, c))
     }
 
     /// Counters of one flow.
@@ -723,7 +944,8 @@ impl XdpRelay {
                 name: FLOWS,
                 source,
             })?;
-            if let Some(e) = flow_entry(&k, &v) {
+            let c = self.read_counters(v.slot)?;
+            if let Some(e) = flow_entry(&k, &v, c) {
                 out.push(e);
             }
         }

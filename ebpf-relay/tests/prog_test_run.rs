@@ -480,3 +480,171 @@ fn flow_lifecycle_insert_update_remove() {
     assert!(r.remove_flow(local).unwrap().is_none());
     assert!(r.flows().unwrap().is_empty());
 }
+
+/// Two local addresses with the same port: one flow lives in the port-indexed
+/// slot, the other only in the hash map; both relay, a third address on that
+/// port is not ours, and removing the slot's flow hands the slot to the other.
+#[test]
+fn flows_sharing_a_port_are_all_relayed() {
+    if !privileged("flows_sharing_a_port_are_all_relayed") {
+        return;
+    }
+    let mut r = relay();
+    let a = sa("198.18.1.1:30000");
+    let b = sa("198.18.9.1:30000");
+    let mut spec_b = spec_v4(SourcePolicy::Strict);
+    spec_b.peer = sa("198.18.2.9:6009");
+    r.insert_flow(a, &spec_v4(SourcePolicy::Strict)).unwrap();
+    r.insert_flow(b, &spec_b).unwrap();
+    let slot = r.index_slot(30000);
+    assert_eq!(
+        &slot.local_addr[..4],
+        &[198, 18, 1, 1],
+        "first flow owns the slot"
+    );
+    assert_eq!(slot.flags, ebpf_relay::maps::SLOT_F_HASH);
+
+    let to = |dst: [u8; 4]| {
+        ipv4_udp(
+            &V4 {
+                dst: dst.into(),
+                ..V4::default()
+            },
+            &rtp_payload(7, 7),
+        )
+    };
+    let check = |r: &mut XdpRelay, dst: [u8; 4], peer: [u8; 4]| {
+        let (act, out) = run(r, &to(dst));
+        assert_eq!(act, action::TX, "to {dst:?}");
+        assert_eq!(&out[ETH_LEN + 16..ETH_LEN + 20], &peer);
+        assert!(ipv4_header_ok(&out) && ipv4_udp_ok(&out, false));
+    };
+    check(&mut r, [198, 18, 1, 1], [198, 18, 2, 2]);
+    check(&mut r, [198, 18, 9, 1], [198, 18, 2, 9]);
+    assert_eq!(run(&mut r, &to([198, 18, 5, 1])).0, action::PASS);
+    assert_eq!(r.stats().unwrap().get(Outcome::PassUnknownPort), 1);
+
+    // The slot's flow goes: the other one takes the slot, no flag left.
+    r.remove_flow(a).unwrap().unwrap();
+    let slot = r.index_slot(30000);
+    assert_eq!(&slot.local_addr[..4], &[198, 18, 9, 1]);
+    assert_eq!(slot.flags, 0);
+    assert_eq!(run(&mut r, &to([198, 18, 1, 1])).0, action::PASS);
+    check(&mut r, [198, 18, 9, 1], [198, 18, 2, 9]);
+
+    // A hash-only flow removed: the flag is cleared, the slot's flow stays.
+    r.insert_flow(a, &spec_v4(SourcePolicy::Strict)).unwrap();
+    assert_eq!(r.index_slot(30000).flags, ebpf_relay::maps::SLOT_F_HASH);
+    check(&mut r, [198, 18, 1, 1], [198, 18, 2, 2]);
+    r.remove_flow(a).unwrap().unwrap();
+    assert_eq!(r.index_slot(30000).flags, 0);
+    assert_eq!(run(&mut r, &to([198, 18, 1, 1])).0, action::PASS);
+    assert_eq!(r.flow_counters(b).unwrap().unwrap().packets, 2);
+    r.remove_flow(b).unwrap().unwrap();
+    assert_eq!(r.index_slot(30000).family, 0);
+    assert_eq!(run(&mut r, &to([198, 18, 9, 1])).0, action::PASS);
+}
+
+/// A slot caught in the middle of a userspace write (odd sequence number,
+/// body half written) is not used: the packet is relayed from the hash map,
+/// with the right rewrite, and strict/learn decisions still hold.
+#[test]
+fn slot_being_written_falls_back_to_the_flow_map() {
+    if !privileged("slot_being_written_falls_back_to_the_flow_map") {
+        return;
+    }
+    let mut r = relay();
+    let local = sa("198.18.1.1:30000");
+    r.insert_flow(local, &spec_v4(SourcePolicy::Strict))
+        .unwrap();
+    r.simulate_torn_slot(30000, true).unwrap();
+    assert_eq!(r.index_slot(30000).seq % 2, 1);
+    for seq in 0..100u16 {
+        let frame = ipv4_udp(&V4::default(), &rtp_payload(seq, 99));
+        let (act, out) = run(&mut r, &frame);
+        assert_eq!(act, action::TX);
+        assert_eq!(&out[0..6], &PEER_MAC);
+        assert_eq!(
+            &out[ETH_LEN + 12..ETH_LEN + 20],
+            &[198, 18, 2, 1, 198, 18, 2, 2]
+        );
+        assert!(ipv4_header_ok(&out) && ipv4_udp_ok(&out, false));
+    }
+    let wrong = ipv4_udp(
+        &V4 {
+            sport: 5001,
+            ..V4::default()
+        },
+        &rtp_payload(1, 1),
+    );
+    assert_eq!(run(&mut r, &wrong).0, action::DROP);
+    // IPv6 path too.
+    let local6 = sa("[2001:db8:1::1]:30010");
+    r.insert_flow(
+        local6,
+        &FlowSpec {
+            expected_source: sa("[2001:db8:1::2]:5000"),
+            policy: SourcePolicy::Strict,
+            egress_source: sa("[2001:db8:2::1]:30002"),
+            peer: sa("[2001:db8:2::2]:6000"),
+            egress_ifindex: 1,
+            src_mac: EGRESS_SRC_MAC,
+            dst_mac: PEER_MAC,
+        },
+    )
+    .unwrap();
+    r.simulate_torn_slot(30010, true).unwrap();
+    let f6 = ipv6_udp(
+        &V6 {
+            dport: 30010,
+            ..V6::default()
+        },
+        &rtp_payload(1, 1),
+    );
+    let (act, out) = run(&mut r, &f6);
+    assert_eq!(act, action::TX);
+    assert!(ipv6_udp_ok(&out));
+    // Once written completely, the slot serves again.
+    r.simulate_torn_slot(30000, false).unwrap();
+    assert_eq!(r.index_slot(30000).seq % 2, 0);
+    let (act, _) = run(&mut r, &ipv4_udp(&V4::default(), &rtp_payload(1, 1)));
+    assert_eq!(act, action::TX);
+    assert_eq!(r.flow_counters(local).unwrap().unwrap().packets, 101);
+    assert_eq!(r.stats().unwrap().get(Outcome::DropStrictMismatch), 1);
+}
+
+/// last_seen_ns is CLOCK_MONOTONIC as kept by the program's timer: close to
+/// the current time and moving forward.
+#[test]
+fn last_seen_follows_the_monotonic_clock() {
+    if !privileged("last_seen_follows_the_monotonic_clock") {
+        return;
+    }
+    fn mono_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+    let mut r = relay();
+    let local = sa("198.18.1.1:30000");
+    r.insert_flow(local, &spec_v4(SourcePolicy::Strict))
+        .unwrap();
+    let frame = ipv4_udp(&V4::default(), &rtp_payload(1, 1));
+    assert_eq!(run(&mut r, &frame).0, action::TX);
+    let t1 = r.flow_counters(local).unwrap().unwrap().last_seen_ns;
+    let now = mono_ns();
+    assert!(t1 > 0 && t1 <= now, "last_seen {t1} now {now}");
+    assert!(
+        now - t1 < 50_000_000,
+        "last_seen {} ms behind",
+        (now - t1) / 1_000_000
+    );
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert_eq!(run(&mut r, &frame).0, action::TX);
+    let t2 = r.flow_counters(local).unwrap().unwrap().last_seen_ns;
+    assert!(t2 >= t1 + 15_000_000, "clock did not advance: {t1} -> {t2}");
+}

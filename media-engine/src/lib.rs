@@ -13,6 +13,9 @@
 //! - [`srtp`]: SRTP/SRTCP (RFC 3711, RFC 7714) for AES_CM_128_HMAC_SHA1_80/32 and
 //!   AEAD_AES_128_GCM, interoperable with libsrtp. Sans-IO.
 //! - [`ice`]: STUN (RFC 8489) and an ICE-lite agent (RFC 8445 lite, RFC 7675 consent). Sans-IO.
+//! - [`dtls`]: DTLS-SRTP (RFC 5763/5764, RFC 8842): our certificate and `a=fingerprint`, the
+//!   `a=setup` role matrix, and a DTLS endpoint (webrtc-rs `rtc-dtls`) that checks the peer's
+//!   fingerprint and exports SRTP keys for [`srtp`]. Sans-IO.
 //!
 //! **Not here yet:** DTLS-SRTP and SDES termination wired into calls (the SRTP and ICE
 //! modules are not used by sessions yet), media timeouts, transcoding, DTMF, recording, the NG
@@ -20,6 +23,7 @@
 //! [`EngineError::Unsupported`].
 
 pub mod datapath;
+pub mod dtls;
 pub mod ice;
 pub mod interface;
 pub mod ports;

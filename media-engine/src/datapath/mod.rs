@@ -367,16 +367,34 @@ mod tests {
         let w = LearnPolicy::DEFAULT_WINDOW;
         let pairs = pairs_from_plan(&plan, [w, LearnPolicy::Off]);
         assert_eq!(pairs.len(), 2);
-        assert_eq!(pairs[0].a.local, "192.0.2.1:30000".parse().unwrap());
-        assert_eq!(pairs[0].a.peer, Some("203.0.113.5:5004".parse().unwrap()));
+        assert_eq!(
+            pairs[0].a.local,
+            "192.0.2.1:30000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            pairs[0].a.peer,
+            Some("203.0.113.5:5004".parse::<SocketAddr>().unwrap())
+        );
         assert_eq!(pairs[0].a.learn, w);
-        assert_eq!(pairs[0].b.local, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(
+            pairs[0].b.local,
+            "10.0.0.1:40000".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(pairs[0].b.peer, None);
         assert_eq!(pairs[0].b.learn, LearnPolicy::Off);
         // RTCP: the next port by default (RFC 3605 absent).
-        assert_eq!(pairs[1].a.local, "192.0.2.1:30001".parse().unwrap());
-        assert_eq!(pairs[1].a.peer, Some("203.0.113.5:5005".parse().unwrap()));
-        assert_eq!(pairs[1].b.local, "10.0.0.1:40001".parse().unwrap());
+        assert_eq!(
+            pairs[1].a.local,
+            "192.0.2.1:30001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            pairs[1].a.peer,
+            Some("203.0.113.5:5005".parse::<SocketAddr>().unwrap())
+        );
+        assert_eq!(
+            pairs[1].b.local,
+            "10.0.0.1:40001".parse::<SocketAddr>().unwrap()
+        );
 
         let mut muxed = plan.clone();
         muxed.sides[0] = side("192.0.2.1", 30000, None, Some("203.0.113.5:5004"));

@@ -578,9 +578,15 @@ sbc1\t000212C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
             e,
         );
         assert_eq!(s.policy, SourcePolicy::Strict);
-        assert_eq!(s.expected_source, "203.0.113.5:41000".parse().unwrap());
-        assert_eq!(s.egress_source, "198.18.2.1:30002".parse().unwrap());
-        assert_eq!(s.peer, "198.18.2.2:6000".parse().unwrap());
+        assert_eq!(
+            s.expected_source,
+            "203.0.113.5:41000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            s.egress_source,
+            "198.18.2.1:30002".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(s.peer, "198.18.2.2:6000".parse::<SocketAddr>().unwrap());
         assert_eq!(
             (s.egress_ifindex, s.src_mac, s.dst_mac),
             (7, e.src_mac, e.dst_mac)
