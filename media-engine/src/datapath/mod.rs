@@ -18,6 +18,7 @@
 
 pub mod sys;
 pub mod table;
+pub mod transform;
 pub mod userspace;
 pub mod xdp;
 
@@ -25,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use ebpf_relay::{AttachMode, FlowCounters, RelayStats};
+pub use transform::{LegTransform, TransformInbound};
 use ebpf_relay::{RelayError, RelayOptions, XdpRelay};
 use tracing::{info, warn};
 
@@ -187,6 +189,16 @@ impl Datapath {
     /// thread) and starts relaying.
     pub fn create_pair(&self, spec: FlowPairSpec) -> Result<PairId, DatapathError> {
         self.user.create_pair(spec)
+    }
+
+    /// Like [`Self::create_pair`], with the transforms of secure legs (SRTP termination)
+    /// in place from the first packet. Transformed pairs stay in userspace.
+    pub fn create_pair_with(
+        &self,
+        spec: FlowPairSpec,
+        transforms: [Option<Box<dyn LegTransform>>; 2],
+    ) -> Result<PairId, DatapathError> {
+        self.user.create_pair_with(spec, transforms)
     }
 
     /// Changes peers/learning of a pair; legs that changed re-latch (and leave

@@ -187,6 +187,12 @@ struct Leg {
     window_open_ns: Option<u64>,
     window_packets: u32,
     counters: DirectionCounters,
+    /// Packets of this leg were authenticated and decrypted by its transform
+    /// (`super::transform`): every source it hands over is accepted, and the leg is never
+    /// final (never offloaded to XDP).
+    transformed: bool,
+    /// Where media to a transformed leg's party goes, as its transform last said.
+    transform_destination: Option<SocketAddr>,
 }
 
 impl Leg {
@@ -199,6 +205,8 @@ impl Leg {
             window_open_ns: None,
             window_packets: 0,
             counters: DirectionCounters::default(),
+            transformed: false,
+            transform_destination: None,
         };
         l.reset_latch();
         l
@@ -215,6 +223,9 @@ impl Leg {
 
     /// Where media for this party goes.
     fn destination(&self) -> Option<SocketAddr> {
+        if self.transformed {
+            return self.transform_destination;
+        }
         match self.state {
             LatchState::Latched { source } | LatchState::Learning { source } => Some(source),
             LatchState::Unlatched => self.spec.peer,
@@ -454,7 +465,11 @@ impl FlowTable {
             }
             return v;
         }
-        let (accepted, became_final) = leg.accept(src, now_ns);
+        let (accepted, became_final) = if leg.transformed {
+            (true, false)
+        } else {
+            leg.accept(src, now_ns)
+        };
         let pair = leg.pair;
         let other = leg.other;
         if became_final {
@@ -502,12 +517,32 @@ impl FlowTable {
         std::mem::take(&mut self.events)
     }
 
-    /// Whether the leg on `local` is final (latched, strict).
+    /// Marks the leg on `local` as transformed (see `super::transform`). Returns false if
+    /// there is no such leg.
+    pub fn set_transformed(&mut self, local: SocketAddr) -> bool {
+        match self.legs.get_mut(&local) {
+            Some(l) => {
+                l.transformed = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The transform of the leg on `local` says where its party receives now.
+    pub fn set_transform_destination(&mut self, local: SocketAddr, dest: Option<SocketAddr>) {
+        if let Some(l) = self.legs.get_mut(&local) {
+            if l.transformed {
+                l.transform_destination = dest;
+            }
+        }
+    }
+
+    /// Whether the leg on `local` is final (latched, strict) and plain.
     pub fn is_final(&self, local: SocketAddr) -> bool {
-        matches!(
-            self.legs.get(&local).map(|l| l.state),
-            Some(LatchState::Latched { .. })
-        )
+        self.legs
+            .get(&local)
+            .is_some_and(|l| !l.transformed && matches!(l.state, LatchState::Latched { .. }))
     }
 
     /// For the direction entering at `local`: (expected source, egress local
@@ -519,6 +554,9 @@ impl FlowTable {
     ) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
         let leg = self.legs.get(&local)?;
         let other = self.legs.get(&leg.other)?;
+        if leg.transformed || other.transformed {
+            return None;
+        }
         match (leg.state, other.state) {
             (LatchState::Latched { source }, LatchState::Latched { source: dest }) => {
                 Some((source, leg.other, dest))

@@ -13,12 +13,13 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use super::sys::{self, Batch, Epoll, EventFd};
 use super::table::{ControlKind, FlowPairSpec, FlowTable, PairId, PairInfo, TableEvent, Verdict};
+use super::transform::{LegTransform, TransformInbound};
 use super::DatapathError;
 
 /// A STUN or DTLS datagram that arrived on a relay socket (RFC 7983 first
@@ -103,6 +104,8 @@ struct WorkerState {
     table: FlowTable,
     socks: HashMap<u64, Sock>,
     by_local: HashMap<SocketAddr, u64>,
+    /// Transforms of secure legs, by local socket.
+    transforms: HashMap<SocketAddr, Box<dyn LegTransform>>,
 }
 
 struct Worker {
@@ -219,12 +222,29 @@ impl UserspaceRelay {
 
     /// Binds both legs' sockets and starts relaying between them.
     pub fn create_pair(&self, spec: FlowPairSpec) -> Result<PairId, DatapathError> {
+        self.create_pair_with(spec, [None, None])
+    }
+
+    /// Like [`Self::create_pair`], with transforms for leg a and/or b in place before the
+    /// first packet is read (a secure leg never relays unprotected).
+    pub fn create_pair_with(
+        &self,
+        spec: FlowPairSpec,
+        transforms: [Option<Box<dyn LegTransform>>; 2],
+    ) -> Result<PairId, DatapathError> {
         let id = PairId(self.next_pair.fetch_add(1, Ordering::Relaxed));
         let sa = self.bind(spec.a.local)?;
         let sb = self.bind(spec.b.local)?;
         let w = self.worker_of(id);
         let mut st = w.lock();
         st.table.insert(id, spec)?;
+        let [ta, tb] = transforms;
+        for (local, t) in [(spec.a.local, ta), (spec.b.local, tb)] {
+            if let Some(t) = t {
+                st.table.set_transformed(local);
+                st.transforms.insert(local, t);
+            }
+        }
         for (sock, local) in [(sa, spec.a.local), (sb, spec.b.local)] {
             let token = self.next_token.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = w.epoll.add(sock.as_raw_fd(), token) {
@@ -343,6 +363,7 @@ fn remove_locked(epoll: &Epoll, st: &mut WorkerState, id: PairId) -> Option<Pair
     st.table.remove(id);
     if let Some(info) = info {
         for local in [info.a.spec.local, info.b.spec.local] {
+            st.transforms.remove(&local);
             if let Some(token) = st.by_local.remove(&local) {
                 if let Some(s) = st.socks.remove(&token) {
                     if let Err(e) = epoll.del(s.sock.as_raw_fd()) {
@@ -387,6 +408,7 @@ fn worker_loop(
     let mut iovs = Vec::new();
     let mut hdrs = Vec::new();
     let mut ctl: Vec<ControlPacket> = Vec::new();
+    let mut owned: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
     let mut last_tick = sys::monotonic_ns();
     let tick_ns = TICK.as_nanos() as u64;
     while !stop.load(Ordering::Relaxed) {
@@ -410,6 +432,7 @@ fn worker_loop(
                 table,
                 socks,
                 by_local,
+                transforms,
             } = &mut *st;
             let Some(s) = socks.get(&token) else { continue };
             let (fd, local) = (s.sock.as_raw_fd(), s.local);
@@ -427,7 +450,9 @@ fn worker_loop(
                 }
                 received += got as u64;
                 out.clear();
+                owned.clear();
                 let mut egress = None;
+                let now_i = Instant::now();
                 for i in 0..got {
                     let Some(src) = batch.source(i) else { continue };
                     let payload: &[u8] = if batch.truncated(i) {
@@ -435,7 +460,24 @@ fn worker_loop(
                     } else {
                         batch.payload(i)
                     };
+                    // A secure leg: its transform sees the datagram first; the table only
+                    // sees authenticated, decrypted media.
+                    if let Some(t) = transforms.get_mut(&local) {
+                        let verdict = t.inbound(now_i, src, payload);
+                        table.set_transform_destination(local, t.destination());
+                        if let TransformInbound::Media { plain, source } = verdict {
+                            match table.handle(local, source, &plain, now) {
+                                Verdict::Forward { from, to } => owned.push((from, to, plain)),
+                                Verdict::NoFlow => no_flow += 1,
+                                _ => {}
+                            }
+                        }
+                        continue;
+                    }
                     match table.handle(local, src, payload, now) {
+                        Verdict::Forward { from, to } if transforms.contains_key(&from) => {
+                            owned.push((from, to, payload.to_vec()));
+                        }
                         Verdict::Forward { from, to } => {
                             egress = Some(from);
                             out.push((i, to));
@@ -471,8 +513,50 @@ fn worker_loop(
                         None => failed += out.len() as u64,
                     }
                 }
+                // Packets that were decrypted or must be protected: one send each.
+                for (from, to, data) in owned.drain(..) {
+                    let (data, to) = match transforms.get_mut(&from) {
+                        Some(t) => match (t.outbound(&data), t.destination()) {
+                            (Some(d), Some(dest)) => (d, dest),
+                            _ => {
+                                failed += 1;
+                                continue;
+                            }
+                        },
+                        None => (data, to),
+                    };
+                    let sock = by_local.get(&from).and_then(|t| socks.get(t));
+                    match sock.map(|s| s.sock.send_to(&data, to)) {
+                        Some(Ok(_)) => sent += 1,
+                        _ => failed += 1,
+                    }
+                    syscalls += 1;
+                }
                 if got < batch.capacity() {
                     break;
+                }
+            }
+        }
+        // Timers and own datagrams (STUN answers, DTLS flights) of the secure legs.
+        if !st.transforms.is_empty() {
+            let now_i = Instant::now();
+            let WorkerState {
+                table,
+                socks,
+                by_local,
+                transforms,
+            } = &mut *st;
+            for (local, t) in transforms.iter_mut() {
+                if t.poll_timeout().is_some_and(|d| d <= now_i) {
+                    t.handle_timeout(now_i);
+                    table.set_transform_destination(*local, t.destination());
+                }
+                let sock = by_local.get(local).and_then(|k| socks.get(k));
+                while let Some((to, data)) = t.poll_transmit() {
+                    match sock.map(|s| s.sock.send_to(&data, to)) {
+                        Some(Ok(_)) => sent += 1,
+                        _ => failed += 1,
+                    }
                 }
             }
         }
