@@ -582,6 +582,7 @@ const MEDIA_KEYS: &[&str] = &[
     "port_min",
     "port_max",
     "max_sessions",
+    "profile",
 ];
 const POLICY_KEYS: &[&str] = &[
     "anchor_media",
@@ -932,12 +933,19 @@ fn interface(cx: &mut Cx<'_>, node: &Node, path: &str) -> Interface {
             let port_min = cx.or(&m, "port_min", 20000, rtp_port);
             let port_max = cx.or(&m, "port_max", 29999, rtp_port);
             let max_sessions = cx.or(&m, "max_sessions", 0, u32_range(0, 10_000_000));
+            let profile = cx.or(
+                &m,
+                "profile",
+                MediaProfile::Keep,
+                one_of(&MediaProfile::ALL, MediaProfile::as_str),
+            );
             i.media = Some(Media {
                 address: address.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
                 advertised_address,
                 port_min,
                 port_max,
                 max_sessions,
+                profile,
             });
         }
     }

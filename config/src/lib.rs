@@ -108,6 +108,7 @@ fn builtin_default() -> Config {
                 port_min: 30000,
                 port_max: 39999,
                 max_sessions: 0,
+                profile: MediaProfile::Keep,
             }),
             policy: InterfacePolicy::default(),
         }],

@@ -434,6 +434,32 @@ pub struct Media {
     /// Calls with media anchored on this interface at most (0: only the port range
     /// limits). Beyond it new calls get 503. Default 0.
     pub max_sessions: u32,
+    /// Media security of the SDP offered toward this interface: `keep` (the offerer's
+    /// protocol passes through, the default), `plain` (RTP/AVP: SRTP with SDES keys from
+    /// the other side is terminated by the relay) or `sdes` (RTP/SAVP with the relay's own
+    /// a=crypto key; plain RTP from the other side is encrypted by the relay).
+    pub profile: MediaProfile,
+}
+
+/// See [`Media::profile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaProfile {
+    Keep,
+    Plain,
+    Sdes,
+}
+
+impl MediaProfile {
+    pub const ALL: [MediaProfile; 3] = [MediaProfile::Keep, MediaProfile::Plain, MediaProfile::Sdes];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MediaProfile::Keep => "keep",
+            MediaProfile::Plain => "plain",
+            MediaProfile::Sdes => "sdes",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

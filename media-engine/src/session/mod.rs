@@ -20,7 +20,9 @@ use rewrite::{MediaRewrite, StreamFacts};
 
 use crate::interface::{MediaInterface, PortUsage};
 use crate::ports::{PortAllocator, RelayPorts};
-use crate::sdp::{Direction, Sdp, SdpError};
+use crate::sdp::{Direction, Line, Sdp, SdpError};
+use crate::secure::SdesCrypto;
+use crate::srtp::SrtpProfile;
 
 /// What to do with RTCP multiplexing toward the receiver of the produced SDP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,6 +106,17 @@ pub struct StreamSide {
     pub payload_types: Vec<u8>,
     /// Port 0 / rejected stream.
     pub disabled: bool,
+    /// SRTP (SDES, RFC 4568) terminated by the relay toward this party: the relay
+    /// unprotects what the party sends with `remote` and protects what it sends to the
+    /// party with `local`. `None`: plain RTP toward this party (or SRTP passed through).
+    pub sdes: Option<SdesKeys>,
+}
+
+/// The two keys of an SDES-terminated side (see [`StreamSide::sdes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdesKeys {
+    pub local: SdesCrypto,
+    pub remote: SdesCrypto,
 }
 
 /// One media stream across the relay. Packets arriving at `sides[0].local_ports` from
@@ -278,6 +291,9 @@ struct LegStream {
     /// rtcp-mux was offered to us by the other party but not passed on to this one.
     demuxed: bool,
     offered_disabled: bool,
+    /// SDES terminated toward this party: our key (offered/answered to it) and its key.
+    sdes_local: Option<SdesCrypto>,
+    sdes_remote: Option<SdesCrypto>,
 }
 
 impl LegStream {
@@ -298,6 +314,8 @@ impl LegStream {
             offered_mux: false,
             demuxed: false,
             offered_disabled: false,
+            sdes_local: None,
+            sdes_remote: None,
         }
     }
 
@@ -792,6 +810,13 @@ fn side(ifaces: &[Interface], call: &Call, leg_idx: usize, s: usize) -> StreamSi
             s.codecs.iter().map(|c| c.payload_type).collect()
         }),
         disabled,
+        sdes: st.and_then(|s| match (&s.sdes_local, &s.sdes_remote) {
+            (Some(l), Some(r)) => Some(SdesKeys {
+                local: l.clone(),
+                remote: r.clone(),
+            }),
+            _ => None,
+        }),
     }
 }
 
@@ -964,19 +989,49 @@ fn offer_apply(
             st.demuxed = false;
             continue;
         }
+        // SRTP termination (SDES, RFC 4568) on the side that speaks it; DTLS-SRTP is the
+        // WebRTC gateway's (not wired here yet).
+        let mut crypto_toward_receiver = None;
         if f.rtp && rewrite::needs_crypto_termination(&f.proto, &out_proto) {
-            // Leaving DTLS-SRTP/SDES for plain RTP is done at the SDP level (S-16); the crypto
-            // itself is the (future) SRTP gateway's job. Going *to* SRTP needs keys we do not
-            // have yet, so it is refused.
-            if out_proto.contains("SAVP") {
+            let dtls = rewrite::is_dtls(&f.proto) || rewrite::is_dtls(&out_proto);
+            let from_sdes = !dtls && rewrite::is_secure(&f.proto);
+            let to_sdes = !dtls && rewrite::is_secure(&out_proto);
+            if from_sdes && !rewrite::is_secure(&out_proto) {
+                // The offerer speaks SRTP: pick its first usable key, answer it with ours.
+                let remote = f
+                    .crypto
+                    .iter()
+                    .find_map(|c| SdesCrypto::parse(c).ok())
+                    .ok_or_else(|| EngineError::Unsupported {
+                        call_id: call_id.to_string(),
+                        index: i,
+                        what: "RTP/SAVP offer without a usable a=crypto (RFC 4568)".into(),
+                    })?;
+                let st = &mut call.leg_mut(off).streams[i];
+                // A re-offer with the same key keeps ours (the SRTP contexts go on).
+                let keep_local = st.sdes_remote.as_ref() == Some(&remote)
+                    && st.sdes_local.as_ref().is_some_and(|l| l.suite == remote.suite);
+                if !keep_local {
+                    st.sdes_local = Some(SdesCrypto::generate(remote.tag, remote.suite));
+                }
+                st.sdes_remote = Some(remote);
+            } else if to_sdes && !rewrite::is_secure(&f.proto) {
+                // The receiver is to get SRTP: offer it our key; its key comes in the answer.
+                let st = &mut call.leg_mut(ans).streams[i];
+                if st.sdes_local.is_none() {
+                    st.sdes_local = Some(SdesCrypto::generate(1, SrtpProfile::AesCm128HmacSha1_80));
+                }
+                crypto_toward_receiver = st.sdes_local.as_ref().map(SdesCrypto::to_attr_value);
+            } else if rewrite::is_secure(&out_proto) {
                 return Err(EngineError::Unsupported {
                     call_id: call_id.to_string(),
                     index: i,
-                    what: format!("converting {} to {} (SRTP termination)", f.proto, out_proto),
+                    what: format!("converting {} to {} (DTLS-SRTP termination)", f.proto, out_proto),
                 });
+            } else {
+                tracing::warn!(call_id, index = i, from = %f.proto, to = %out_proto,
+                    "SDP converted away from DTLS-SRTP; media needs the WebRTC gateway (not wired yet)");
             }
-            tracing::warn!(call_id, index = i, from = %f.proto, to = %out_proto,
-                "SDP converted away from SRTP; media needs the SRTP gateway (not implemented yet)");
         }
 
         // Ports facing the offerer.
@@ -1044,6 +1099,9 @@ fn offer_apply(
                 session_has_connection,
             },
         )?;
+        if let Some(c) = &crypto_toward_receiver {
+            sec.push_line(Line::attribute("crypto", Some(c)));
+        }
         let st = &mut call.leg_mut(ans).streams[i];
         st.offered = offered;
         st.offered_proto = out_proto;
@@ -1178,8 +1236,29 @@ fn answer_apply(
             call.leg_mut(ans).streams[i].disabled = true;
             continue;
         }
+        // SDES terminated toward the offerer: answer with our key.
+        let mut crypto_toward_offerer = None;
         if f.rtp && f.proto != a_proto && (a_proto.contains("SAVP") || f.proto.contains("SAVP")) {
-            if a_proto.contains("SAVP") {
+            let a_sdes = a.sdes_local.is_some() && a.sdes_remote.is_some();
+            let b_offered_key = call.leg(ans).streams[i].sdes_local.clone();
+            if a_proto.contains("SAVP") && a_sdes && !rewrite::is_dtls(&a_proto) {
+                crypto_toward_offerer = a.sdes_local.as_ref().map(SdesCrypto::to_attr_value);
+            } else if let Some(ours) = b_offered_key
+                .filter(|_| f.proto.contains("SAVP") && !rewrite::is_dtls(&f.proto))
+            {
+                // The answerer speaks SRTP: its key for ours (same tag, RFC 4568 7.1.2).
+                let remote = f
+                    .crypto
+                    .iter()
+                    .filter_map(|c| SdesCrypto::parse(c).ok())
+                    .find(|c| c.tag == ours.tag && c.suite == ours.suite)
+                    .ok_or_else(|| EngineError::Unsupported {
+                        call_id: call_id.to_string(),
+                        index: i,
+                        what: "SRTP answer without an a=crypto matching the offered one".into(),
+                    })?;
+                call.leg_mut(ans).streams[i].sdes_remote = Some(remote);
+            } else if a_proto.contains("SAVP") {
                 return Err(EngineError::Unsupported {
                     call_id: call_id.to_string(),
                     index: i,
@@ -1188,12 +1267,13 @@ fn answer_apply(
                         f.proto
                     ),
                 });
+            } else {
+                tracing::warn!(
+                    call_id,
+                    index = i,
+                    "answer converted away from DTLS-SRTP; media needs the WebRTC gateway"
+                );
             }
-            tracing::warn!(
-                call_id,
-                index = i,
-                "answer converted away from SRTP; media needs the SRTP gateway"
-            );
         }
 
         // Codecs: keep only answered formats that match an offered codec.
@@ -1261,6 +1341,9 @@ fn answer_apply(
                 session_has_connection,
             },
         )?;
+        if let Some(c) = &crypto_toward_offerer {
+            sec.push_line(Line::attribute("crypto", Some(c)));
+        }
     }
 
     let hold = facts.iter().any(StreamFacts::is_hold);

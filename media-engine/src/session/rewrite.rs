@@ -28,6 +28,8 @@ pub(crate) struct StreamFacts {
     /// `c=0.0.0.0` / `c=::` without ICE: RFC 2543 style hold.
     pub zero_hold: bool,
     pub codecs: Vec<Codec>,
+    /// Values of the section's `a=crypto` attributes (RFC 4568), in order.
+    pub crypto: Vec<String>,
 }
 
 impl StreamFacts {
@@ -95,6 +97,11 @@ pub(crate) fn read_facts(sdp: &Sdp<'_>) -> Result<Vec<StreamFacts>, SdpError> {
             direction,
             zero_hold: zero && !ice,
             codecs,
+            crypto: sec
+                .attributes()
+                .filter(|l| l.attr_name() == Some("crypto"))
+                .filter_map(|l| l.value().split_once(':').map(|(_, v)| v.to_string()))
+                .collect(),
         });
     }
     Ok(out)
@@ -105,7 +112,7 @@ pub(crate) fn is_webrtc_proto(proto: &str) -> bool {
     proto.contains("TLS") || proto.ends_with("SAVPF")
 }
 
-fn is_dtls(proto: &str) -> bool {
+pub(crate) fn is_dtls(proto: &str) -> bool {
     proto.contains("TLS")
 }
 
@@ -113,7 +120,7 @@ fn is_feedback(proto: &str) -> bool {
     proto.ends_with("AVPF")
 }
 
-fn is_secure(proto: &str) -> bool {
+pub(crate) fn is_secure(proto: &str) -> bool {
     proto.contains("SAVP")
 }
 

@@ -83,6 +83,21 @@ impl Proxy {
         has_media(a) && has_media(b) && (policy(a) || policy(b))
     }
 
+    /// Offer flags toward `egress` from its media profile: the transport protocol of the
+    /// produced SDP (RTP/AVP or RTP/SAVP; SRTP is terminated by the relay where they differ).
+    fn offer_flags(&self, egress: &str) -> Flags {
+        use portcullis_config::MediaProfile;
+        let transport = match self.media_profiles.get(egress) {
+            Some(MediaProfile::Plain) => Some("RTP/AVP".to_string()),
+            Some(MediaProfile::Sdes) => Some("RTP/SAVP".to_string()),
+            Some(MediaProfile::Keep) | None => None,
+        };
+        Flags {
+            transport,
+            ..Flags::default()
+        }
+    }
+
     /// Rewrites the SDP offer of a request about to be sent from `ingress` to `egress`.
     /// Returns the SIP status to answer with when the offer cannot be anchored.
     pub(super) fn media_offer(
@@ -130,7 +145,7 @@ impl Proxy {
             sdp: &sdp,
             ingress_interface: ingress,
             egress_interface: egress,
-            flags: Flags::default(),
+            flags: self.offer_flags(egress),
         };
         match engine.offer(&req) {
             Ok(resp) => {
@@ -271,7 +286,7 @@ impl Proxy {
             sdp: &sdp,
             ingress_interface: callee_iface,
             egress_interface: caller_iface,
-            flags: Flags::default(),
+            flags: self.offer_flags(caller_iface),
         };
         match engine.offer(&req) {
             Ok(resp) => {

@@ -324,6 +324,8 @@ pub struct Proxy {
     late_offers: HashMap<String, media::LateOffer>,
     /// Media session limit per interface (0: none) and the calls anchored on each.
     media_limits: HashMap<String, u32>,
+    /// Media security profile of each interface with a media address.
+    media_profiles: HashMap<String, portcullis_config::MediaProfile>,
     media_calls: HashMap<String, std::collections::HashSet<String>>,
     media_timeout: Duration,
     media_hold_timeout: Duration,
@@ -438,6 +440,11 @@ impl Proxy {
                 .interfaces
                 .iter()
                 .filter_map(|i| i.media.as_ref().map(|m| (i.name.clone(), m.max_sessions)))
+                .collect(),
+            media_profiles: cfg
+                .interfaces
+                .iter()
+                .filter_map(|i| i.media.as_ref().map(|m| (i.name.clone(), m.profile)))
                 .collect(),
             media_calls: HashMap::new(),
             media_timeout: Duration::from_secs(cfg.media.timeout_s),
