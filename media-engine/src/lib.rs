@@ -16,6 +16,9 @@
 //! - [`dtls`]: DTLS-SRTP (RFC 5763/5764, RFC 8842): our certificate and `a=fingerprint`, the
 //!   `a=setup` role matrix, and a DTLS endpoint (webrtc-rs `rtc-dtls`) that checks the peer's
 //!   fingerprint and exports SRTP keys for [`srtp`]. Sans-IO.
+//! - [`secure`]: the security of one media leg (SDES-SRTP, or DTLS-SRTP with optional
+//!   ICE-lite) terminated for bridging to plain RTP: RFC 7983 demultiplexing, authenticated
+//!   latching, DTLS source filtering against the ClientHello race (S-23). Sans-IO.
 //!
 //! **Not here yet:** DTLS-SRTP and SDES termination wired into calls (the SRTP and ICE
 //! modules are not used by sessions yet), media timeouts, transcoding, DTMF, recording, the NG
@@ -28,6 +31,7 @@ pub mod ice;
 pub mod interface;
 pub mod ports;
 pub mod sdp;
+pub mod secure;
 pub mod session;
 pub mod srtp;
 
