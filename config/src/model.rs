@@ -451,7 +451,8 @@ pub enum MediaProfile {
 }
 
 impl MediaProfile {
-    pub const ALL: [MediaProfile; 3] = [MediaProfile::Keep, MediaProfile::Plain, MediaProfile::Sdes];
+    pub const ALL: [MediaProfile; 3] =
+        [MediaProfile::Keep, MediaProfile::Plain, MediaProfile::Sdes];
 
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -93,12 +93,16 @@ fn rtp(seq: u16) -> Vec<u8> {
 
 fn sock() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     s
 }
 
 fn free_local() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn recv(s: &UdpSocket) -> Option<(SocketAddr, Vec<u8>)> {
@@ -140,14 +144,19 @@ fn secure_leg_is_decrypted_authenticated_and_protected_both_ways() {
             learn: LearnPolicy::Off,
         },
     };
-    let id = dp.create_pair_with(spec, [Some(Box::new(toy)), None]).unwrap();
+    let id = dp
+        .create_pair_with(spec, [Some(Box::new(toy)), None])
+        .unwrap();
 
     // Plain toward the secure party before it authenticated anywhere: no destination, dropped.
     plain_party.send_to(&rtp(1), rb).unwrap();
     secure_party
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    assert!(recv(&secure_party).is_none(), "nothing without a destination");
+    assert!(
+        recv(&secure_party).is_none(),
+        "nothing without a destination"
+    );
 
     // Protected media from the secure party arrives plain, from the relay's b socket.
     for seq in 10..15 {
@@ -197,7 +206,10 @@ fn secure_leg_is_decrypted_authenticated_and_protected_both_ways() {
 
     let c = dp.pair(id).unwrap();
     assert_eq!(c.a_to_b.packets, 5, "decrypted packets relayed a->b");
-    assert_eq!(c.b_to_a.packets, 6, "packets relayed b->a (the one before auth dropped)");
+    assert_eq!(
+        c.b_to_a.packets, 6,
+        "packets relayed b->a (the one before auth dropped)"
+    );
     assert!(!c.a_to_b_in_xdp && !c.b_to_a_in_xdp);
     assert!(dp.remove_pair(id).is_some());
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media_engine::datapath::{
-    pairs_from_plan, Datapath, DatapathConfig, DatapathKind, LearnPolicy, PairId,
+    pairs_from_plan, Datapath, DatapathConfig, DatapathKind, LearnPolicy, LegTransform, PairId,
 };
+use media_engine::secure::{LegSecurity, SecureLeg};
 use portcullis_config::{Config, DatapathChoice};
 use tracing::{debug, warn};
 
@@ -127,7 +128,8 @@ impl MediaRelay {
                         self.learn_of(&plan.sides[1].interface),
                     ];
                     for spec in pairs_from_plan(plan, learn) {
-                        match self.datapath.create_pair(spec) {
+                        let transforms = secure_transforms(&call_id, plan, &spec);
+                        match self.datapath.create_pair_with(spec, transforms) {
                             Ok(id) => {
                                 let before = carried.get(ids.len()).copied().unwrap_or((0, 0));
                                 ids.push((id, before));
@@ -205,6 +207,61 @@ impl MediaRelay {
     pub fn datapath(&self) -> &Datapath {
         &self.datapath
     }
+}
+
+/// SRTP termination of a pair's legs (SDES keys from the offer/answer): a secure leg per
+/// side that has keys, so only authenticated media is relayed from that party and what is
+/// sent to it is protected. A side whose keys cannot be used gets a transform that drops
+/// everything rather than a plain leg (never relay unprotected where SRTP was agreed).
+fn secure_transforms(
+    call_id: &str,
+    plan: &media_engine::StreamPlan,
+    spec: &media_engine::datapath::FlowPairSpec,
+) -> [Option<Box<dyn LegTransform>>; 2] {
+    let peers = [spec.a.peer, spec.b.peer];
+    let mut out: [Option<Box<dyn LegTransform>>; 2] = [None, None];
+    for (i, side) in plan.sides.iter().enumerate() {
+        let Some(keys) = &side.sdes else { continue };
+        let security = LegSecurity::Sdes {
+            local: keys.local.clone(),
+            remote: keys.remote.clone(),
+        };
+        match SecureLeg::new(security, peers[i], std::time::Instant::now()) {
+            Ok(leg) => out[i] = Some(Box::new(leg)),
+            Err(e) => {
+                warn!(call_id, error = %e, "SRTP leg cannot be set up; its media is dropped");
+                out[i] = Some(Box::new(DropAll));
+            }
+        }
+    }
+    out
+}
+
+/// A transform that relays nothing (a secure leg whose keys are unusable).
+struct DropAll;
+
+impl LegTransform for DropAll {
+    fn inbound(
+        &mut self,
+        _: std::time::Instant,
+        _: std::net::SocketAddr,
+        _: &[u8],
+    ) -> media_engine::datapath::TransformInbound {
+        media_engine::datapath::TransformInbound::Dropped
+    }
+    fn outbound(&mut self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn destination(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+    fn poll_transmit(&mut self) -> Option<(std::net::SocketAddr, Vec<u8>)> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _: std::time::Instant) {}
 }
 
 /// How a relayed stream (one relay pair, both directions) ended, as rtpengine reports

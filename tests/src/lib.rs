@@ -12,6 +12,7 @@ pub mod netns;
 pub mod privileged;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod sipmsg;
 pub mod sipp;
 

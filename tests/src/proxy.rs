@@ -119,6 +119,8 @@ pub struct MediaSpec {
     pub xdp_interfaces: Vec<String>,
     /// `media.timeout_s` (None: sbcd's default).
     pub timeout_s: Option<u64>,
+    /// `interfaces[].media.profile` of the outside and inside interfaces (None: default).
+    pub profiles: [Option<&'static str>; 2],
 }
 
 impl ProxySpec {
@@ -194,8 +196,14 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
         }
         if spec.media.is_some() {
             let base = 30000 + 1000 * i;
+            let profile = spec
+                .media
+                .as_ref()
+                .and_then(|m| m.profiles[i])
+                .map(|p| format!(", profile: {p}"))
+                .unwrap_or_default();
             y.push_str(&format!(
-                "    media: {{ address: {ip}, port_min: {base}, port_max: {} }}\n",
+                "    media: {{ address: {ip}, port_min: {base}, port_max: {}{profile} }}\n",
                 base + 999
             ));
         }

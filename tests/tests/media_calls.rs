@@ -99,6 +99,7 @@ fn media_call(
             datapath,
             xdp_interfaces,
             timeout_s: None,
+            profiles: [None, None],
         }),
         ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
     };
@@ -208,6 +209,7 @@ fn media_timeout_ends_the_call_with_bye_to_both_legs() {
             datapath: "userspace",
             xdp_interfaces: Vec::new(),
             timeout_s: Some(3),
+            profiles: [None, None],
         }),
         ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
     };

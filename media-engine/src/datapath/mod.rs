@@ -26,9 +26,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use ebpf_relay::{AttachMode, FlowCounters, RelayStats};
-pub use transform::{LegTransform, TransformInbound};
 use ebpf_relay::{RelayError, RelayOptions, XdpRelay};
 use tracing::{info, warn};
+pub use transform::{LegTransform, TransformInbound};
 
 use crate::session::StreamPlan;
 pub use table::{
@@ -363,6 +363,7 @@ mod tests {
             hold: false,
             payload_types: vec![0],
             disabled: false,
+            sdes: None,
         }
     }
 

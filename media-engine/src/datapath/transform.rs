@@ -37,3 +37,30 @@ pub trait LegTransform: Send {
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant);
 }
+
+impl LegTransform for crate::secure::SecureLeg {
+    fn inbound(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> TransformInbound {
+        match self.handle_inbound(now, src, data) {
+            crate::secure::Inbound::Media { plain, source } => {
+                TransformInbound::Media { plain, source }
+            }
+            crate::secure::Inbound::Consumed => TransformInbound::Consumed,
+            crate::secure::Inbound::Dropped(_) => TransformInbound::Dropped,
+        }
+    }
+    fn outbound(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.protect_outbound(plain)
+    }
+    fn destination(&self) -> Option<SocketAddr> {
+        crate::secure::SecureLeg::destination(self)
+    }
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        crate::secure::SecureLeg::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        crate::secure::SecureLeg::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        crate::secure::SecureLeg::handle_timeout(self, now)
+    }
+}

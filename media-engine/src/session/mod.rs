@@ -1010,7 +1010,10 @@ fn offer_apply(
                 let st = &mut call.leg_mut(off).streams[i];
                 // A re-offer with the same key keeps ours (the SRTP contexts go on).
                 let keep_local = st.sdes_remote.as_ref() == Some(&remote)
-                    && st.sdes_local.as_ref().is_some_and(|l| l.suite == remote.suite);
+                    && st
+                        .sdes_local
+                        .as_ref()
+                        .is_some_and(|l| l.suite == remote.suite);
                 if !keep_local {
                     st.sdes_local = Some(SdesCrypto::generate(remote.tag, remote.suite));
                 }
@@ -1026,7 +1029,10 @@ fn offer_apply(
                 return Err(EngineError::Unsupported {
                     call_id: call_id.to_string(),
                     index: i,
-                    what: format!("converting {} to {} (DTLS-SRTP termination)", f.proto, out_proto),
+                    what: format!(
+                        "converting {} to {} (DTLS-SRTP termination)",
+                        f.proto, out_proto
+                    ),
                 });
             } else {
                 tracing::warn!(call_id, index = i, from = %f.proto, to = %out_proto,
@@ -1243,8 +1249,8 @@ fn answer_apply(
             let b_offered_key = call.leg(ans).streams[i].sdes_local.clone();
             if a_proto.contains("SAVP") && a_sdes && !rewrite::is_dtls(&a_proto) {
                 crypto_toward_offerer = a.sdes_local.as_ref().map(SdesCrypto::to_attr_value);
-            } else if let Some(ours) = b_offered_key
-                .filter(|_| f.proto.contains("SAVP") && !rewrite::is_dtls(&f.proto))
+            } else if let Some(ours) =
+                b_offered_key.filter(|_| f.proto.contains("SAVP") && !rewrite::is_dtls(&f.proto))
             {
                 // The answerer speaks SRTP: its key for ours (same tag, RFC 4568 7.1.2).
                 let remote = f

@@ -134,6 +134,7 @@ impl Proxy {
                 }
             }
         }
+        let flags = self.offer_flags(egress);
         let Some(engine) = self.media.as_mut() else {
             return Ok(false);
         };
@@ -145,7 +146,7 @@ impl Proxy {
             sdp: &sdp,
             ingress_interface: ingress,
             egress_interface: egress,
-            flags: self.offer_flags(egress),
+            flags,
         };
         match engine.offer(&req) {
             Ok(resp) => {
@@ -275,6 +276,7 @@ impl Proxy {
         let caller_tag = tag_of(msg.from().ok().and_then(|f| f.tag().map(str::to_string)));
         let callee_tag = tag_of(msg.to().ok().and_then(|t| t.tag().map(str::to_string)));
         let sdp = msg.body().to_vec();
+        let flags = self.offer_flags(caller_iface);
         let Some(engine) = self.media.as_mut() else {
             return;
         };
@@ -286,7 +288,7 @@ impl Proxy {
             sdp: &sdp,
             ingress_interface: callee_iface,
             egress_interface: caller_iface,
-            flags: self.offer_flags(caller_iface),
+            flags,
         };
         match engine.offer(&req) {
             Ok(resp) => {
