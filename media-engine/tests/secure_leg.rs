@@ -974,3 +974,122 @@ fn garbage_and_mutations_never_panic_or_break_the_leg() {
     assert_eq!(leg.destination(), Some(party_addr), "ICE destination held");
     media_both_ways(&mut leg, &mut party, now, 600);
 }
+
+#[test]
+fn ice_checks_answered_before_the_peer_credentials_are_known() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("198.51.100.7:50000");
+    // The offer went out; the answer with the peer's ufrag has not been processed (S-18).
+    let mut leg = SecureLeg::new(
+        LegSecurity::DtlsSrtp {
+            role: Role::Server,
+            certificate: Arc::clone(&leg_cert),
+            remote_fingerprints: vec![party_cert.fingerprint().clone()],
+            ice: Some(IceCredentials {
+                remote_ufrag: String::new(),
+                remote_pwd: String::new(),
+                ..ice_creds()
+            }),
+        },
+        None,
+        t0,
+    )
+    .unwrap();
+    assert!(leg.has_ice());
+    assert_eq!(
+        leg.handle_inbound(t0, party_addr, &check(1, true)),
+        Inbound::Consumed
+    );
+    let (to, resp) = leg.poll_transmit().unwrap();
+    assert_eq!(to, party_addr);
+    assert_eq!(
+        StunMessage::parse(&resp).unwrap().message_type(),
+        stun::BINDING_SUCCESS
+    );
+    assert_eq!(leg.destination(), Some(party_addr));
+    // The answer names another ufrag: checks with the old one are no longer answered.
+    leg.set_remote_ice_credentials("oThR", "other-password-0123456789abcdef");
+    assert_eq!(
+        leg.handle_inbound(t0, party_addr, &check(2, true)),
+        Inbound::Dropped(DropReason::Stun(ice::DropReason::UnknownUsername))
+    );
+    assert_eq!(leg.stats().stun_dropped, 1);
+}
+
+#[test]
+fn close_ends_dtls_and_media() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("192.0.2.30:30000");
+    let mut leg = dtls_leg(
+        Role::Server,
+        &leg_cert,
+        &party_cert,
+        false,
+        Some(party_addr),
+        t0,
+        &SecureConfig::default(),
+    );
+    let mut party = Party::with_cert(Role::Client, &party_cert, &leg_cert, party_addr, t0);
+    let (mut wire, mut evs) = (Wire::default(), Vec::new());
+    let now = pump(
+        &mut leg,
+        &mut party,
+        t0,
+        &mut wire,
+        &mut evs,
+        &mut |_: &mut SecureLeg, _| {},
+    );
+    media_both_ways(&mut leg, &mut party, now, 1);
+    leg.close(now);
+    assert!(!leg.is_ready());
+    assert_eq!(leg.protect_outbound(&rtp(9, 1, 1)), None);
+    // close_notify goes to the party, whose association ends.
+    let (to, alert) = leg.poll_transmit().unwrap();
+    assert_eq!(to, party_addr);
+    party.ep.handle_datagram(&alert, now);
+    assert_eq!(party.ep.poll_event(), Some(DtlsEvent::Closed));
+}
+
+#[test]
+fn peer_close_notify_discards_keys() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("192.0.2.30:30000");
+    let mut leg = dtls_leg(
+        Role::Client,
+        &leg_cert,
+        &party_cert,
+        false,
+        Some(party_addr),
+        t0,
+        &SecureConfig::default(),
+    );
+    let mut party = Party::with_cert(Role::Server, &party_cert, &leg_cert, party_addr, t0);
+    let (mut wire, mut evs) = (Wire::default(), Vec::new());
+    let now = pump(
+        &mut leg,
+        &mut party,
+        t0,
+        &mut wire,
+        &mut evs,
+        &mut |_: &mut SecureLeg, _| {},
+    );
+    media_both_ways(&mut leg, &mut party, now, 1);
+    party.ep.close(now);
+    let alert = party.ep.poll_transmit().unwrap();
+    assert_eq!(
+        leg.handle_inbound(now, party_addr, &alert),
+        Inbound::Consumed
+    );
+    assert!(events(&mut leg).contains(&SecureEvent::DtlsClosed));
+    assert!(!leg.is_ready());
+    assert_eq!(
+        leg.handle_inbound(now, party_addr, &rtp(50, 1, 1)),
+        Inbound::Dropped(DropReason::NotReady)
+    );
+}

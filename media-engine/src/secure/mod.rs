@@ -232,7 +232,8 @@ pub struct SecureStats {
     pub hello_rejected: u64,
     /// Datagrams outside the ranges served, or DTLS on an SDES leg.
     pub unknown: u64,
-    /// Times the destination learned from media moved (first latch included).
+    /// Times the latest authenticated source changed (first one included); without ICE this
+    /// is where media goes.
     pub latch_moves: u64,
 }
 
@@ -636,6 +637,17 @@ impl SecureLeg {
                 None
             }
         }
+    }
+
+    /// Ends the leg's DTLS association, if any (e.g. the call ended): close_notify is queued
+    /// for the DTLS peer ([`poll_transmit`](Self::poll_transmit)) and keys are discarded, so
+    /// media stops both ways. On an SDES leg only the keys are discarded.
+    pub fn close(&mut self, now: Instant) {
+        if let Mode::Dtls(d) = &mut self.mode {
+            d.endpoint.close(now);
+        }
+        self.outbound = None;
+        self.inbound = None;
     }
 
     /// Where DTLS flights go now (see the module documentation).
