@@ -1093,3 +1093,79 @@ fn peer_close_notify_discards_keys() {
         Inbound::Dropped(DropReason::NotReady)
     );
 }
+
+#[test]
+fn two_legs_back_to_back_without_ice() {
+    // Two SecureLegs as each other's party (DTLS client and server, no ICE, each told the
+    // other's address by "SDP"), and an attacker racing ClientHellos at both.
+    let t0 = Instant::now();
+    let (ca, cb) = (Arc::new(cert()), Arc::new(cert()));
+    let (a_addr, b_addr) = (addr("10.1.0.1:20000"), addr("10.2.0.2:30000"));
+    let attacker = addr("10.1.0.1:20002");
+    let leg = |role, own: &Arc<DtlsCertificate>, peer: &DtlsCertificate, sdp| {
+        dtls_leg(
+            role,
+            own,
+            peer,
+            false,
+            Some(sdp),
+            t0,
+            &SecureConfig::default(),
+        )
+    };
+    let mut a = leg(Role::Client, &ca, &cb, b_addr);
+    let mut b = leg(Role::Server, &cb, &ca, a_addr);
+    let evil = attacker_hello(&cb, t0);
+    let mut now = t0;
+    for _ in 0..200 {
+        b.handle_inbound(now, attacker, &evil);
+        a.handle_inbound(now, attacker, &evil);
+        let mut moved = false;
+        while let Some((to, d)) = a.poll_transmit() {
+            assert_eq!(to, b_addr);
+            moved = true;
+            b.handle_inbound(now, a_addr, &d);
+        }
+        while let Some((to, d)) = b.poll_transmit() {
+            assert_eq!(to, a_addr);
+            moved = true;
+            a.handle_inbound(now, b_addr, &d);
+        }
+        if a.is_ready() && b.is_ready() && !moved {
+            break;
+        }
+        if !moved {
+            let Some(next) = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
+                break;
+            };
+            now = now.max(next);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    assert!(
+        a.is_ready() && b.is_ready(),
+        "{:?} {:?}",
+        events(&mut a),
+        events(&mut b)
+    );
+    assert!(events(&mut a).contains(&SecureEvent::DtlsConnected));
+    assert!(events(&mut b).contains(&SecureEvent::DtlsConnected));
+    for seq in 0..10u16 {
+        let p = rtp(seq, 0xA, seq as u8);
+        let s = a.protect_outbound(&p).unwrap();
+        assert_eq!(media(b.handle_inbound(now, a_addr, &s)), (p, a_addr));
+        let q = rtcp_sr(0xB, u32::from(seq));
+        let s = b.protect_outbound(&q).unwrap();
+        assert_eq!(media(a.handle_inbound(now, b_addr, &s)), (q, b_addr));
+    }
+    assert!(a.stats().hello_rejected > 0 && b.stats().hello_rejected > 0);
+    assert_eq!(
+        (a.destination(), b.destination()),
+        (Some(b_addr), Some(a_addr))
+    );
+}
