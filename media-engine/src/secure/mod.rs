@@ -250,6 +250,9 @@ enum Mode {
 }
 
 /// The security termination of one media leg. See the [module documentation](self).
+///
+/// `Send` (it can move to the thread or task that owns the leg's socket); not meant to be
+/// shared.
 pub struct SecureLeg {
     mode: Mode,
     sdp_peer: Option<SocketAddr>,
@@ -741,6 +744,14 @@ mod tests {
         assert!(is_client_hello(&hello));
         hello[4] = 1;
         assert!(!is_client_hello(&hello));
+    }
+
+    #[test]
+    fn leg_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<SecureLeg>();
+        send::<Inbound>();
+        send::<SecureEvent>();
     }
 
     #[test]
