@@ -974,3 +974,198 @@ fn garbage_and_mutations_never_panic_or_break_the_leg() {
     assert_eq!(leg.destination(), Some(party_addr), "ICE destination held");
     media_both_ways(&mut leg, &mut party, now, 600);
 }
+
+#[test]
+fn ice_checks_answered_before_the_peer_credentials_are_known() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("198.51.100.7:50000");
+    // The offer went out; the answer with the peer's ufrag has not been processed (S-18).
+    let mut leg = SecureLeg::new(
+        LegSecurity::DtlsSrtp {
+            role: Role::Server,
+            certificate: Arc::clone(&leg_cert),
+            remote_fingerprints: vec![party_cert.fingerprint().clone()],
+            ice: Some(IceCredentials {
+                remote_ufrag: String::new(),
+                remote_pwd: String::new(),
+                ..ice_creds()
+            }),
+        },
+        None,
+        t0,
+    )
+    .unwrap();
+    assert!(leg.has_ice());
+    assert_eq!(
+        leg.handle_inbound(t0, party_addr, &check(1, true)),
+        Inbound::Consumed
+    );
+    let (to, resp) = leg.poll_transmit().unwrap();
+    assert_eq!(to, party_addr);
+    assert_eq!(
+        StunMessage::parse(&resp).unwrap().message_type(),
+        stun::BINDING_SUCCESS
+    );
+    assert_eq!(leg.destination(), Some(party_addr));
+    // The answer names another ufrag: checks with the old one are no longer answered.
+    leg.set_remote_ice_credentials("oThR", "other-password-0123456789abcdef");
+    assert_eq!(
+        leg.handle_inbound(t0, party_addr, &check(2, true)),
+        Inbound::Dropped(DropReason::Stun(ice::DropReason::UnknownUsername))
+    );
+    assert_eq!(leg.stats().stun_dropped, 1);
+}
+
+#[test]
+fn close_ends_dtls_and_media() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("192.0.2.30:30000");
+    let mut leg = dtls_leg(
+        Role::Server,
+        &leg_cert,
+        &party_cert,
+        false,
+        Some(party_addr),
+        t0,
+        &SecureConfig::default(),
+    );
+    let mut party = Party::with_cert(Role::Client, &party_cert, &leg_cert, party_addr, t0);
+    let (mut wire, mut evs) = (Wire::default(), Vec::new());
+    let now = pump(
+        &mut leg,
+        &mut party,
+        t0,
+        &mut wire,
+        &mut evs,
+        &mut |_: &mut SecureLeg, _| {},
+    );
+    media_both_ways(&mut leg, &mut party, now, 1);
+    leg.close(now);
+    assert!(!leg.is_ready());
+    assert_eq!(leg.protect_outbound(&rtp(9, 1, 1)), None);
+    // close_notify goes to the party, whose association ends.
+    let (to, alert) = leg.poll_transmit().unwrap();
+    assert_eq!(to, party_addr);
+    party.ep.handle_datagram(&alert, now);
+    assert_eq!(party.ep.poll_event(), Some(DtlsEvent::Closed));
+}
+
+#[test]
+fn peer_close_notify_discards_keys() {
+    let t0 = Instant::now();
+    let leg_cert = Arc::new(cert());
+    let party_cert = cert();
+    let party_addr = addr("192.0.2.30:30000");
+    let mut leg = dtls_leg(
+        Role::Client,
+        &leg_cert,
+        &party_cert,
+        false,
+        Some(party_addr),
+        t0,
+        &SecureConfig::default(),
+    );
+    let mut party = Party::with_cert(Role::Server, &party_cert, &leg_cert, party_addr, t0);
+    let (mut wire, mut evs) = (Wire::default(), Vec::new());
+    let now = pump(
+        &mut leg,
+        &mut party,
+        t0,
+        &mut wire,
+        &mut evs,
+        &mut |_: &mut SecureLeg, _| {},
+    );
+    media_both_ways(&mut leg, &mut party, now, 1);
+    party.ep.close(now);
+    let alert = party.ep.poll_transmit().unwrap();
+    assert_eq!(
+        leg.handle_inbound(now, party_addr, &alert),
+        Inbound::Consumed
+    );
+    assert!(events(&mut leg).contains(&SecureEvent::DtlsClosed));
+    assert!(!leg.is_ready());
+    assert_eq!(
+        leg.handle_inbound(now, party_addr, &rtp(50, 1, 1)),
+        Inbound::Dropped(DropReason::NotReady)
+    );
+}
+
+#[test]
+fn two_legs_back_to_back_without_ice() {
+    // Two SecureLegs as each other's party (DTLS client and server, no ICE, each told the
+    // other's address by "SDP"), and an attacker racing ClientHellos at both.
+    let t0 = Instant::now();
+    let (ca, cb) = (Arc::new(cert()), Arc::new(cert()));
+    let (a_addr, b_addr) = (addr("10.1.0.1:20000"), addr("10.2.0.2:30000"));
+    let attacker = addr("10.1.0.1:20002");
+    let leg = |role, own: &Arc<DtlsCertificate>, peer: &DtlsCertificate, sdp| {
+        dtls_leg(
+            role,
+            own,
+            peer,
+            false,
+            Some(sdp),
+            t0,
+            &SecureConfig::default(),
+        )
+    };
+    let mut a = leg(Role::Client, &ca, &cb, b_addr);
+    let mut b = leg(Role::Server, &cb, &ca, a_addr);
+    let evil = attacker_hello(&cb, t0);
+    let mut now = t0;
+    for _ in 0..200 {
+        b.handle_inbound(now, attacker, &evil);
+        a.handle_inbound(now, attacker, &evil);
+        let mut moved = false;
+        while let Some((to, d)) = a.poll_transmit() {
+            assert_eq!(to, b_addr);
+            moved = true;
+            b.handle_inbound(now, a_addr, &d);
+        }
+        while let Some((to, d)) = b.poll_transmit() {
+            assert_eq!(to, a_addr);
+            moved = true;
+            a.handle_inbound(now, b_addr, &d);
+        }
+        if a.is_ready() && b.is_ready() && !moved {
+            break;
+        }
+        if !moved {
+            let Some(next) = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
+                break;
+            };
+            now = now.max(next);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+        }
+    }
+    assert!(
+        a.is_ready() && b.is_ready(),
+        "{:?} {:?}",
+        events(&mut a),
+        events(&mut b)
+    );
+    assert!(events(&mut a).contains(&SecureEvent::DtlsConnected));
+    assert!(events(&mut b).contains(&SecureEvent::DtlsConnected));
+    for seq in 0..10u16 {
+        let p = rtp(seq, 0xA, seq as u8);
+        let s = a.protect_outbound(&p).unwrap();
+        assert_eq!(media(b.handle_inbound(now, a_addr, &s)), (p, a_addr));
+        let q = rtcp_sr(0xB, u32::from(seq));
+        let s = b.protect_outbound(&q).unwrap();
+        assert_eq!(media(a.handle_inbound(now, b_addr, &s)), (q, b_addr));
+    }
+    assert!(a.stats().hello_rejected > 0 && b.stats().hello_rejected > 0);
+    assert_eq!(
+        (a.destination(), b.destination()),
+        (Some(b_addr), Some(a_addr))
+    );
+}

@@ -232,7 +232,8 @@ pub struct SecureStats {
     pub hello_rejected: u64,
     /// Datagrams outside the ranges served, or DTLS on an SDES leg.
     pub unknown: u64,
-    /// Times the destination learned from media moved (first latch included).
+    /// Times the latest authenticated source changed (first one included); without ICE this
+    /// is where media goes.
     pub latch_moves: u64,
 }
 
@@ -249,6 +250,9 @@ enum Mode {
 }
 
 /// The security termination of one media leg. See the [module documentation](self).
+///
+/// `Send` (it can move to the thread or task that owns the leg's socket); not meant to be
+/// shared.
 pub struct SecureLeg {
     mode: Mode,
     sdp_peer: Option<SocketAddr>,
@@ -638,6 +642,17 @@ impl SecureLeg {
         }
     }
 
+    /// Ends the leg's DTLS association, if any (e.g. the call ended): close_notify is queued
+    /// for the DTLS peer ([`poll_transmit`](Self::poll_transmit)) and keys are discarded, so
+    /// media stops both ways. On an SDES leg only the keys are discarded.
+    pub fn close(&mut self, now: Instant) {
+        if let Mode::Dtls(d) = &mut self.mode {
+            d.endpoint.close(now);
+        }
+        self.outbound = None;
+        self.inbound = None;
+    }
+
     /// Where DTLS flights go now (see the module documentation).
     fn dtls_destination(&self) -> Option<SocketAddr> {
         match &self.mode {
@@ -729,6 +744,14 @@ mod tests {
         assert!(is_client_hello(&hello));
         hello[4] = 1;
         assert!(!is_client_hello(&hello));
+    }
+
+    #[test]
+    fn leg_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<SecureLeg>();
+        send::<Inbound>();
+        send::<SecureEvent>();
     }
 
     #[test]
