@@ -952,6 +952,25 @@ impl XdpRelay {
         Ok(out)
     }
 
+    /// Cumulative run time and run count of the relay program as kept by the
+    /// kernel; they only advance while BPF statistics are enabled
+    /// (`aya::sys::enable_stats` or the `kernel.bpf_stats_enabled` sysctl).
+    pub fn program_run_stats(&self) -> Result<(Duration, u64)> {
+        let prog = self.ebpf.program(RELAY_PROG).ok_or(RelayError::Program {
+            name: RELAY_PROG,
+            source: ProgramError::NotLoaded,
+        })?;
+        let xdp: &Xdp = prog.try_into().map_err(|source| RelayError::Program {
+            name: RELAY_PROG,
+            source,
+        })?;
+        let info = xdp.info().map_err(|source| RelayError::Program {
+            name: RELAY_PROG,
+            source,
+        })?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
     /// Global counters by outcome, summed over CPUs.
     pub fn stats(&self) -> Result<RelayStats> {
         let m = self.ebpf.map(STATS).ok_or(RelayError::MissingMap(STATS))?;
