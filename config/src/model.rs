@@ -437,7 +437,9 @@ pub struct Media {
     /// Media security of the SDP offered toward this interface: `keep` (the offerer's
     /// protocol passes through, the default), `plain` (RTP/AVP: SRTP with SDES keys from
     /// the other side is terminated by the relay) or `sdes` (RTP/SAVP with the relay's own
-    /// a=crypto key; plain RTP from the other side is encrypted by the relay).
+    /// a=crypto key; plain RTP from the other side is encrypted by the relay) or `webrtc`
+    /// (UDP/TLS/RTP/SAVPF: the relay is an ICE-lite DTLS-SRTP endpoint toward this side,
+    /// rtcp-mux, one bundled audio section).
     pub profile: MediaProfile,
 }
 
@@ -448,17 +450,23 @@ pub enum MediaProfile {
     Keep,
     Plain,
     Sdes,
+    Webrtc,
 }
 
 impl MediaProfile {
-    pub const ALL: [MediaProfile; 3] =
-        [MediaProfile::Keep, MediaProfile::Plain, MediaProfile::Sdes];
+    pub const ALL: [MediaProfile; 4] = [
+        MediaProfile::Keep,
+        MediaProfile::Plain,
+        MediaProfile::Sdes,
+        MediaProfile::Webrtc,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             MediaProfile::Keep => "keep",
             MediaProfile::Plain => "plain",
             MediaProfile::Sdes => "sdes",
+            MediaProfile::Webrtc => "webrtc",
         }
     }
 }

@@ -209,8 +209,8 @@ impl MediaRelay {
     }
 }
 
-/// SRTP termination of a pair's legs (SDES keys from the offer/answer): a secure leg per
-/// side that has keys, so only authenticated media is relayed from that party and what is
+/// SRTP termination of a pair's legs (SDES keys or DTLS-SRTP/ICE-lite parameters from the
+/// offer/answer): a secure leg per side that has them, so only authenticated media is relayed from that party and what is
 /// sent to it is protected. A side whose keys cannot be used gets a transform that drops
 /// everything rather than a plain leg (never relay unprotected where SRTP was agreed).
 fn secure_transforms(
@@ -221,10 +221,18 @@ fn secure_transforms(
     let peers = [spec.a.peer, spec.b.peer];
     let mut out: [Option<Box<dyn LegTransform>>; 2] = [None, None];
     for (i, side) in plan.sides.iter().enumerate() {
-        let Some(keys) = &side.sdes else { continue };
-        let security = LegSecurity::Sdes {
-            local: keys.local.clone(),
-            remote: keys.remote.clone(),
+        let security = match (&side.sdes, &side.dtls) {
+            (Some(keys), _) => LegSecurity::Sdes {
+                local: keys.local.clone(),
+                remote: keys.remote.clone(),
+            },
+            (None, Some(d)) => LegSecurity::DtlsSrtp {
+                role: d.role,
+                certificate: d.certificate.clone(),
+                remote_fingerprints: d.remote_fingerprints.clone(),
+                ice: d.ice.clone(),
+            },
+            (None, None) => continue,
         };
         match SecureLeg::new(security, peers[i], std::time::Instant::now()) {
             Ok(leg) => out[i] = Some(Box::new(leg)),

@@ -35,6 +35,17 @@ pub struct Capture {
 impl Capture {
     /// Starts tshark on `ifaces` in `netns` (SIP ports only) and waits until it captures.
     pub fn start(env: &mut TestEnv, netns: &str, ifaces: &[&str]) -> Result<Self> {
+        Self::start_filtered(env, netns, ifaces, "udp port 5060 or tcp port 5060")
+    }
+
+    /// Starts tshark on `ifaces` in `netns` with a capture filter of its own (e.g. a relay
+    /// port range) and waits until it captures.
+    pub fn start_filtered(
+        env: &mut TestEnv,
+        netns: &str,
+        ifaces: &[&str],
+        filter: &str,
+    ) -> Result<Self> {
         // One file (and one tshark log) per set of interfaces, so captures can run side by side.
         let tag = ifaces.join("+");
         let pcap = env.dir.join(format!("capture-{tag}.pcapng"));
@@ -45,7 +56,7 @@ impl Capture {
         }
         args.extend([
             "-f".into(),
-            "udp port 5060 or tcp port 5060".into(),
+            filter.to_string(),
             "-w".into(),
             pcap.display().to_string(),
         ]);

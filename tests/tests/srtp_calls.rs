@@ -1,13 +1,22 @@
-//! SDES-SRTP <-> RTP bridging with real peers (issue 6 item 5): a scripted SRTP caller
+//! SRTP <-> RTP bridging with real peers (issue 6).
+//!
+//! SDES (item 5): a scripted SRTP caller
 //! (pylibsrtp, i.e. libsrtp 2) outside calls through sbcd, whose inside interface has the
 //! `plain` media profile, to a sipp callee that answers RTP/AVP and echoes RTP. The caller
 //! sees an RTP/SAVP answer with the SBC's own key, every SRTP packet it sends comes back
 //! (decrypted by sbcd, echoed in the clear inside, encrypted again by sbcd), and the packets
 //! an attacker sends from another port with bad authentication tags neither reach the callee
 //! nor move the media away from the caller.
+//!
+//! WebRTC (items 2, 3, 7): aiortc, a real WebRTC stack (full ICE, DTLS-SRTP with OpenSSL,
+//! libsrtp, rtcp-mux, BUNDLE), calls through sbcd with the offer it generates; sbcd answers
+//! as ICE-lite DTLS-SRTP endpoint, the callee inside gets plain RTP/AVP without WebRTC
+//! attributes and echoes; aiortc connects and receives the echoed audio. A capture of the
+//! outside link shows DTLS and no plain RTP there.
 
 use std::time::Duration;
 
+use portcullis_tests::capture::Capture;
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::process::Spec;
@@ -107,4 +116,130 @@ fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
         "media moved to the attacker: {line}"
     );
     assert_eq!(num("bye"), 200, "{line}");
+}
+
+#[test]
+fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
+    let test = "webrtc_call";
+    if !require_root(test) {
+        return;
+    }
+    require_tool("sipp", "sip-tester");
+    require_tool("python3", "python3");
+    require_tool("tshark", "tshark");
+    let python = portcullis_tests::python::venv_python("aiortc")
+        .unwrap_or_else(|e| panic!("{test}: python peer: {e}"));
+    let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
+    let (out_ns, sbc_ns, in_ns) = (
+        env.topo.outside.name().to_string(),
+        env.topo.sbc.name().to_string(),
+        env.topo.inside.name().to_string(),
+    );
+    let spec = ProxySpec {
+        t1_ms: 500,
+        media: Some(MediaSpec {
+            datapath: "userspace",
+            xdp_interfaces: Vec::new(),
+            timeout_s: None,
+            profiles: [Some("webrtc"), Some("plain")],
+        }),
+        ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
+    };
+    let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
+        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let capture =
+        Capture::start_filtered(&mut env, &sbc_ns, &[&out_dev], "udp portrange 30000-30999")
+            .expect("start capture");
+    let inside_capture =
+        Capture::start_filtered(&mut env, &sbc_ns, &[&in_dev], "udp portrange 31000-31999")
+            .expect("start capture");
+    let uas_scn = render("webrtc_uas.xml", &[], &env.dir).expect("render uas");
+    let mut uas_cfg = SippConfig::uas("uas", &in_ns, uas_scn, CORE_IP, Transport::Udp);
+    uas_cfg.extra_args = vec![
+        "-mi".into(),
+        CORE_IP.to_string(),
+        "-mp".into(),
+        "20000".into(),
+        "-rtp_echo".into(),
+    ];
+    uas_cfg.timeout = Duration::from_secs(60);
+    let uas = Sipp::start(&mut env, uas_cfg).expect("start uas");
+    let script = portcullis_tests::python::scripts_dir().join("webrtc_caller.py");
+    let idx = env
+        .spawn(
+            &Spec::new("webrtc-caller", python.display().to_string())
+                .netns(&out_ns)
+                .args([
+                    script.display().to_string(),
+                    SBC_OUTSIDE_IP.to_string(),
+                    CLIENT_IP.to_string(),
+                    "3".to_string(),
+                ]),
+        )
+        .expect("start the WebRTC caller");
+    let status = env
+        .process(idx)
+        .wait_timeout(Duration::from_secs(60))
+        .expect("WebRTC caller finished");
+    let out = env.process(idx).stdout_text();
+    let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
+    let outside = capture.finish_payloads().expect("read capture");
+    let inside = inside_capture.finish_payloads().expect("read capture");
+    if !status.success() || uas_res.exit_code != Some(0) {
+        env.dump_logs();
+    }
+    assert!(status.success(), "WebRTC caller failed: {out}");
+    uas_res.assert_success();
+    let line = out.lines().last().unwrap_or_default().to_string();
+    eprintln!("WebRTC caller: {line}");
+    let field = |k: &str| -> String {
+        let pat = format!("\"{k}\": ");
+        line.split(&pat)
+            .nth(1)
+            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    };
+    let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
+    assert_eq!(field("answer_proto"), "\"UDP/TLS/RTP/SAVPF\"", "{line}");
+    assert_eq!(field("answer_ice_lite"), "true", "{line}");
+    assert_eq!(field("connection"), "\"connected\"", "{line}");
+    // ~3 s of 20 ms audio each way: aiortc sent ~150 and got the echo back.
+    assert!(num("packets_sent") >= 100, "{line}");
+    assert!(
+        num("packets_received") >= 80,
+        "echoed audio came back: {line}"
+    );
+    assert_eq!(num("bye"), 200, "{line}");
+    // On the outside link: the DTLS handshake and SRTP, never the callee's plain RTP (aiortc
+    // sends silence, PCMA 0xd5 bytes, which the callee echoes: in the clear only inside).
+    let is_rtp = |p: &&Vec<u8>| p.len() > 12 && (128..=191).contains(&p[0]);
+    let plain_silence = |p: &&&Vec<u8>| p[12..].iter().all(|b| *b == 0xd5);
+    let dtls = outside.iter().filter(|p| (20..=63).contains(&p[0])).count();
+    let rtp_out: Vec<&Vec<u8>> = outside.iter().filter(is_rtp).collect();
+    let rtp_in: Vec<&Vec<u8>> = inside.iter().filter(is_rtp).collect();
+    eprintln!(
+        "outside: {dtls} DTLS, {} RTP-like; inside: {} RTP",
+        rtp_out.len(),
+        rtp_in.len()
+    );
+    assert!(
+        dtls >= 2,
+        "DTLS handshake on the outside link: {dtls} records"
+    );
+    assert!(
+        rtp_out.len() >= 150,
+        "SRTP both ways outside: {}",
+        rtp_out.len()
+    );
+    assert_eq!(
+        rtp_out.iter().filter(plain_silence).count(),
+        0,
+        "plain RTP on the outside link"
+    );
+    assert!(
+        rtp_in.iter().filter(plain_silence).count() >= 100,
+        "plain RTP inside: {} packets",
+        rtp_in.len()
+    );
 }

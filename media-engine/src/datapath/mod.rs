@@ -364,6 +364,7 @@ mod tests {
             payload_types: vec![0],
             disabled: false,
             sdes: None,
+            dtls: None,
         }
     }
 

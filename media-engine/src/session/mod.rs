@@ -11,18 +11,22 @@
 
 pub mod codec;
 mod rewrite;
+mod webrtc;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 pub use codec::Codec;
 use rewrite::{MediaRewrite, StreamFacts};
+pub use webrtc::DtlsKeys;
 
+use crate::dtls::{CertificatePolicy, DtlsCertificate};
 use crate::interface::{MediaInterface, PortUsage};
 use crate::ports::{PortAllocator, RelayPorts};
 use crate::sdp::{Direction, Line, Sdp, SdpError};
 use crate::secure::SdesCrypto;
 use crate::srtp::SrtpProfile;
+use std::sync::Arc;
 
 /// What to do with RTCP multiplexing toward the receiver of the produced SDP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +114,9 @@ pub struct StreamSide {
     /// unprotects what the party sends with `remote` and protects what it sends to the
     /// party with `local`. `None`: plain RTP toward this party (or SRTP passed through).
     pub sdes: Option<SdesKeys>,
+    /// DTLS-SRTP with ICE-lite (WebRTC) terminated by the relay toward this party, once its
+    /// parameters are known.
+    pub dtls: Option<DtlsKeys>,
 }
 
 /// The two keys of an SDES-terminated side (see [`StreamSide::sdes`]).
@@ -294,6 +301,8 @@ struct LegStream {
     /// SDES terminated toward this party: our key (offered/answered to it) and its key.
     sdes_local: Option<SdesCrypto>,
     sdes_remote: Option<SdesCrypto>,
+    /// WebRTC (ICE-lite + DTLS-SRTP) terminated toward this party.
+    webrtc: Option<webrtc::WebrtcLeg>,
 }
 
 impl LegStream {
@@ -316,6 +325,7 @@ impl LegStream {
             offered_disabled: false,
             sdes_local: None,
             sdes_remote: None,
+            webrtc: None,
         }
     }
 
@@ -355,6 +365,18 @@ struct PortSet {
 struct Call {
     legs: Vec<Option<Leg>>,
     port_sets: Vec<Option<PortSet>>,
+    /// The DTLS certificate of this call's WebRTC legs (kept across rotations: its
+    /// fingerprint is in the call's SDP).
+    dtls_cert: Option<CertHandle>,
+}
+
+#[derive(Clone)]
+struct CertHandle(Arc<DtlsCertificate>);
+
+impl std::fmt::Debug for CertHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertHandle({})", self.0.fingerprint())
+    }
 }
 
 impl Call {
@@ -512,6 +534,9 @@ pub struct MediaEngine {
     interfaces: Vec<Interface>,
     calls: HashMap<String, Call>,
     stats: EngineStats,
+    /// DTLS certificate for new WebRTC calls (made on first use, rotated by the policy).
+    dtls_cert: Option<Arc<DtlsCertificate>>,
+    cert_policy: CertificatePolicy,
 }
 
 impl MediaEngine {
@@ -536,7 +561,34 @@ impl MediaEngine {
             interfaces: out,
             calls: HashMap::new(),
             stats: EngineStats::default(),
+            dtls_cert: None,
+            cert_policy: CertificatePolicy::default(),
         })
+    }
+
+    /// Lifetime of the DTLS certificates made from now on (rotated at half of it).
+    pub fn set_certificate_lifetime(&mut self, lifetime: std::time::Duration) {
+        self.cert_policy = CertificatePolicy::with_lifetime(lifetime);
+        self.dtls_cert = None;
+    }
+
+    /// The certificate for new WebRTC calls, generated or rotated when due.
+    fn certificate(&mut self) -> Option<Arc<DtlsCertificate>> {
+        let now = std::time::SystemTime::now();
+        let due = self
+            .dtls_cert
+            .as_ref()
+            .is_none_or(|c| self.cert_policy.rotation_due(c, now));
+        if due {
+            match self.cert_policy.generate(now) {
+                Ok(c) => {
+                    tracing::info!(fingerprint = %c.fingerprint(), "new DTLS certificate");
+                    self.dtls_cert = Some(Arc::new(c));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot generate a DTLS certificate"),
+            }
+        }
+        self.dtls_cert.clone()
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -593,6 +645,9 @@ impl MediaEngine {
         let is_new = existing.is_none();
         let mut call = existing.cloned().unwrap_or_default();
         let mut txn = Txn::default();
+        if call.dtls_cert.is_none() && needs_certificate(&sdp, req) {
+            call.dtls_cert = self.certificate().map(CertHandle);
+        }
         match offer_apply(
             &mut self.interfaces,
             &mut call,
@@ -810,6 +865,10 @@ fn side(ifaces: &[Interface], call: &Call, leg_idx: usize, s: usize) -> StreamSi
             s.codecs.iter().map(|c| c.payload_type).collect()
         }),
         disabled,
+        dtls: st.and_then(|s| {
+            let cert = call.dtls_cert.as_ref()?;
+            s.webrtc.as_ref()?.relay_keys(&cert.0)
+        }),
         sdes: st.and_then(|s| match (&s.sdes_local, &s.sdes_remote) {
             (Some(l), Some(r)) => Some(SdesKeys {
                 local: l.clone(),
@@ -968,6 +1027,7 @@ fn offer_apply(
 
     let off_set = call.leg(off).ports;
     let ans_set = call.leg(ans).ports;
+    let mut bundle_mids: Vec<String> = Vec::new();
     for (i, f) in facts.iter().enumerate() {
         {
             let st = &mut call.leg_mut(off).streams[i];
@@ -992,11 +1052,45 @@ fn offer_apply(
         // SRTP termination (SDES, RFC 4568) on the side that speaks it; DTLS-SRTP is the
         // WebRTC gateway's (not wired here yet).
         let mut crypto_toward_receiver = None;
+        let mut webrtc_toward_receiver = false;
         if f.rtp && rewrite::needs_crypto_termination(&f.proto, &out_proto) {
             let dtls = rewrite::is_dtls(&f.proto) || rewrite::is_dtls(&out_proto);
             let from_sdes = !dtls && rewrite::is_secure(&f.proto);
             let to_sdes = !dtls && rewrite::is_secure(&out_proto);
-            if from_sdes && !rewrite::is_secure(&out_proto) {
+            let from_webrtc = rewrite::is_dtls(&f.proto) && !rewrite::is_secure(&out_proto);
+            let to_webrtc = rewrite::is_dtls(&out_proto) && !rewrite::is_secure(&f.proto);
+            if (from_webrtc || to_webrtc) && call.dtls_cert.is_none() {
+                return Err(EngineError::Unsupported {
+                    call_id: call_id.to_string(),
+                    index: i,
+                    what: "WebRTC termination without a DTLS certificate".into(),
+                });
+            }
+            if from_webrtc {
+                // The offerer is a WebRTC party: we answer it as ICE-lite DTLS endpoint.
+                let peer = webrtc::read_peer(sdp, i);
+                if peer.fingerprints.is_empty() {
+                    return Err(EngineError::Unsupported {
+                        call_id: call_id.to_string(),
+                        index: i,
+                        what: "DTLS-SRTP offer without a usable a=fingerprint".into(),
+                    });
+                }
+                let st = &mut call.leg_mut(off).streams[i];
+                let same = st.webrtc.as_ref().is_some_and(|w| {
+                    w.remote_fingerprints == peer.fingerprints && w.remote_ice == peer.ice
+                });
+                if !same {
+                    st.webrtc = Some(webrtc::WebrtcLeg::answering(peer));
+                }
+            } else if to_webrtc {
+                // The receiver is a WebRTC party: we offer ICE-lite + DTLS to it.
+                let st = &mut call.leg_mut(ans).streams[i];
+                if st.webrtc.is_none() {
+                    st.webrtc = Some(webrtc::WebrtcLeg::offering());
+                }
+                webrtc_toward_receiver = true;
+            } else if from_sdes && !rewrite::is_secure(&out_proto) {
                 // The offerer speaks SRTP: pick its first usable key, answer it with ours.
                 let remote = f
                     .crypto
@@ -1054,9 +1148,9 @@ fn offer_apply(
             call.leg_mut(off).streams[i].mux_active = true;
         }
 
-        // Ports facing the receiver.
-        let mux_b = f.mux && req.flags.rtcp_mux == RtcpMuxPolicy::Pass;
-        let mux_only_b = f.mux_only && mux_b;
+        // Ports facing the receiver (a WebRTC receiver gets RTCP multiplexed, RFC 8829).
+        let mux_b = (f.mux && req.flags.rtcp_mux == RtcpMuxPolicy::Pass) || webrtc_toward_receiver;
+        let mux_only_b = (f.mux_only && mux_b) || webrtc_toward_receiver;
         let ans_ports_before = call.port_sets[ans_set]
             .as_ref()
             .and_then(|s| s.streams.get(i).copied().flatten());
@@ -1108,6 +1202,17 @@ fn offer_apply(
         if let Some(c) = &crypto_toward_receiver {
             sec.push_line(Line::attribute("crypto", Some(c)));
         }
+        if webrtc_toward_receiver {
+            if let (Some(w), Some(cert)) = (
+                call.leg(ans).streams[i].webrtc.as_ref(),
+                call.dtls_cert.as_ref(),
+            ) {
+                webrtc::write_media(sec, w, &cert.0, out_addr, b_ports.rtp, f.direction);
+                if let Some(m) = &w.mid {
+                    bundle_mids.push(m.clone());
+                }
+            }
+        }
         let st = &mut call.leg_mut(ans).streams[i];
         st.offered = offered;
         st.offered_proto = out_proto;
@@ -1119,12 +1224,25 @@ fn offer_apply(
         }
     }
 
+    if !bundle_mids.is_empty() {
+        webrtc::write_session(&mut out, &bundle_mids);
+    }
     let hold = facts.iter().any(StreamFacts::is_hold);
     Ok(OfferResponse {
         sdp: out.to_bytes(),
         streams: plans(ifaces, call, off, ans),
         hold,
     })
+}
+
+/// Whether an offer makes the relay a DTLS endpoint (WebRTC on one side, not the other).
+fn needs_certificate(sdp: &Sdp<'_>, req: &OfferRequest<'_>) -> bool {
+    let to_dtls = req.flags.transport.as_deref().is_some_and(rewrite::is_dtls);
+    let from_dtls = sdp
+        .media()
+        .iter()
+        .any(|m| m.media_line().is_ok_and(|l| rewrite::is_dtls(l.proto)));
+    to_dtls || from_dtls
 }
 
 fn missing_set(call_id: &str) -> EngineError {
@@ -1227,6 +1345,7 @@ fn answer_apply(
 
     let off_set = call.leg(off).ports;
     let ans_set = call.leg(ans).ports;
+    let mut bundle_mids: Vec<String> = Vec::new();
     for (i, f) in facts.iter().enumerate() {
         let a = &a_streams[i];
         let offered_disabled = call.leg(ans).streams[i].offered_disabled;
@@ -1244,7 +1363,17 @@ fn answer_apply(
         }
         // SDES terminated toward the offerer: answer with our key.
         let mut crypto_toward_offerer = None;
-        if f.rtp && f.proto != a_proto && (a_proto.contains("SAVP") || f.proto.contains("SAVP")) {
+        let webrtc_toward_offerer = a.webrtc.is_some() && rewrite::is_dtls(&a_proto);
+        if let Some(w) = call.leg_mut(ans).streams[i].webrtc.as_mut() {
+            // We offered WebRTC to this party: its ICE/DTLS parameters are in the answer.
+            w.learn_answer(webrtc::read_peer(sdp, i));
+        }
+        if f.rtp
+            && f.proto != a_proto
+            && !webrtc_toward_offerer
+            && !rewrite::is_dtls(&f.proto)
+            && (a_proto.contains("SAVP") || f.proto.contains("SAVP"))
+        {
             let a_sdes = a.sdes_local.is_some() && a.sdes_remote.is_some();
             let b_offered_key = call.leg(ans).streams[i].sdes_local.clone();
             if a_proto.contains("SAVP") && a_sdes && !rewrite::is_dtls(&a_proto) {
@@ -1316,7 +1445,7 @@ fn answer_apply(
             (st.offered_mux, st.demuxed)
         };
         let b_mux = f.mux && offered_mux;
-        let a_mux = a.mux_signalled && (b_mux || demuxed);
+        let a_mux = (a.mux_signalled && (b_mux || demuxed)) || webrtc_toward_offerer;
         call.leg_mut(ans).streams[i].mux_active = b_mux;
         call.leg_mut(off).streams[i].mux_active = a_mux;
         let set = call.port_sets[off_set]
@@ -1350,6 +1479,17 @@ fn answer_apply(
         if let Some(c) = &crypto_toward_offerer {
             sec.push_line(Line::attribute("crypto", Some(c)));
         }
+        if webrtc_toward_offerer {
+            if let (Some(w), Some(cert)) = (a.webrtc.as_ref(), call.dtls_cert.as_ref()) {
+                webrtc::write_media(sec, w, &cert.0, out_addr, a_ports.rtp, f.direction);
+                if let Some(m) = &w.mid {
+                    bundle_mids.push(m.clone());
+                }
+            }
+        }
+    }
+    if !bundle_mids.is_empty() {
+        webrtc::write_session(&mut out, &bundle_mids);
     }
 
     let hold = facts.iter().any(StreamFacts::is_hold);

@@ -90,6 +90,7 @@ impl Proxy {
         let transport = match self.media_profiles.get(egress) {
             Some(MediaProfile::Plain) => Some("RTP/AVP".to_string()),
             Some(MediaProfile::Sdes) => Some("RTP/SAVP".to_string()),
+            Some(MediaProfile::Webrtc) => Some("UDP/TLS/RTP/SAVPF".to_string()),
             Some(MediaProfile::Keep) | None => None,
         };
         Flags {
