@@ -348,6 +348,20 @@ fn start_clock(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
+fn prog_run_stats(ebpf: &Ebpf, name: &'static str) -> Result<(Duration, u64)> {
+    let prog = ebpf.program(name).ok_or(RelayError::Program {
+        name,
+        source: ProgramError::NotLoaded,
+    })?;
+    let xdp: &Xdp = prog
+        .try_into()
+        .map_err(|source| RelayError::Program { name, source })?;
+    let info = xdp
+        .info()
+        .map_err(|source| RelayError::Program { name, source })?;
+    Ok((info.run_time(), info.run_count()))
+}
+
 fn program_name(id: u32) -> Option<String> {
     aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
@@ -956,19 +970,7 @@ impl XdpRelay {
     /// kernel; they only advance while BPF statistics are enabled
     /// (`aya::sys::enable_stats` or the `kernel.bpf_stats_enabled` sysctl).
     pub fn program_run_stats(&self) -> Result<(Duration, u64)> {
-        let prog = self.ebpf.program(RELAY_PROG).ok_or(RelayError::Program {
-            name: RELAY_PROG,
-            source: ProgramError::NotLoaded,
-        })?;
-        let xdp: &Xdp = prog.try_into().map_err(|source| RelayError::Program {
-            name: RELAY_PROG,
-            source,
-        })?;
-        let info = xdp.info().map_err(|source| RelayError::Program {
-            name: RELAY_PROG,
-            source,
-        })?;
-        Ok((info.run_time(), info.run_count()))
+        prog_run_stats(&self.ebpf, RELAY_PROG)
     }
 
     /// Global counters by outcome, summed over CPUs.
@@ -1206,8 +1208,11 @@ impl PassProgram {
     /// (generic if `generic`), in the caller's network namespace.
     pub fn attach(ifname: &str, generic: bool) -> Result<Self> {
         let ifindex = ifindex_of(ifname)?;
+        // The object's maps are all created; keep the relay's small here.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, 1)
+            .map_max_entries(FLOW_COUNTERS, 1)
+            .map_max_entries(FLOW_INDEX, 1)
             .map_max_entries(BLOCKLIST, 1)
             .load(RELAY_OBJECT)?;
         let prog = xdp_prog(&mut ebpf, PASS_PROG)?;
@@ -1231,6 +1236,13 @@ impl PassProgram {
             link: Some(link),
             ifname: ifname.to_string(),
         })
+    }
+
+    /// Cumulative run time and run count of this pass program (they advance
+    /// only while BPF statistics are enabled): the cost of a trivial program
+    /// plus that of the statistics themselves.
+    pub fn run_stats(&self) -> Result<(Duration, u64)> {
+        prog_run_stats(&self.ebpf, PASS_PROG)
     }
 }
 
