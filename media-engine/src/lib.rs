@@ -20,10 +20,13 @@
 //!   ICE-lite) terminated for bridging to plain RTP: RFC 7983 demultiplexing, authenticated
 //!   latching, DTLS source filtering against the ClientHello race (S-23). Sans-IO.
 //!
-//! **Not here yet:** DTLS-SRTP and SDES termination wired into calls (the SRTP and ICE
-//! modules are not used by sessions yet), media timeouts, transcoding, DTMF, recording, the NG
-//! wire protocol. Answering a WebRTC (DTLS-SRTP) offerer is refused with
-//! [`EngineError::Unsupported`].
+//! SRTP termination is wired into sessions: SDES (`RTP/SAVP` + `a=crypto`) and WebRTC
+//! (`UDP/TLS/RTP/SAVPF`: ICE-lite, DTLS-SRTP, rtcp-mux, one bundled audio section) toward
+//! one party, plain RTP toward the other; the stream plans carry the keys/parameters and the
+//! userspace relay runs a [`secure::SecureLeg`] per terminated side.
+//!
+//! **Not here yet:** transcoding, DTMF, recording, the NG wire protocol, several bundled
+//! sections toward a WebRTC party, SRTP re-keying on re-offers (the relay re-creates its legs).
 
 pub mod datapath;
 pub mod dtls;

@@ -646,7 +646,7 @@ fn codec_strip_and_its_limits() {
 }
 
 #[test]
-fn answering_a_webrtc_offerer_needs_the_dtls_gateway() {
+fn answering_a_webrtc_offerer_terminates_dtls_and_keeps_the_data_channel_rejected() {
     let mut e = engine();
     let chrome = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -673,11 +673,21 @@ fn answering_a_webrtc_offerer_needs_the_dtls_gateway() {
         "m=audio 3000 RTP/AVP 0",
         "m=application 0 UDP/DTLS/SCTP webrtc-datachannel",
     ]);
-    let err = e.answer(&answer("w", "A", "B", &b)).unwrap_err();
+    // The relay terminates WebRTC toward the browser (ICE-lite + DTLS-SRTP); the data channel
+    // it cannot carry stays rejected.
+    let a = e.answer(&answer("w", "A", "B", &b)).unwrap();
+    let text = String::from_utf8_lossy(&a.sdp).to_string();
     assert!(
-        matches!(err, EngineError::Unsupported { index: 0, .. }),
-        "{err}"
+        text.contains("m=audio 30000 UDP/TLS/RTP/SAVPF 0\r\n"),
+        "{text}"
     );
+    assert!(
+        text.contains("a=ice-lite\r\n") && text.contains("a=setup:active\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("m=application 0 UDP/DTLS/SCTP"), "{text}");
+    assert!(a.streams[0].sides[0].dtls.is_some());
+    assert!(!text.contains("10.0.0.9"));
 }
 
 #[test]

@@ -17,11 +17,12 @@
 use std::time::Duration;
 
 use portcullis_tests::capture::Capture;
-use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_OUTSIDE_IP};
+use portcullis_tests::env::wait_until;
+use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::process::Spec;
-use portcullis_tests::proxy::{MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
-use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
+use portcullis_tests::proxy::{sbcd_binary, MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
+use portcullis_tests::sipp::{is_listening, render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
 const PACKETS: u32 = 60;
@@ -241,5 +242,163 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
         rtp_in.iter().filter(plain_silence).count() >= 100,
         "plain RTP inside: {} packets",
         rtp_in.len()
+    );
+}
+
+const REVERSE_CONFIG: &str = r#"
+logging: { level: debug }
+metrics: { listen: "127.0.0.1:9090" }
+media: { datapath: userspace }
+interfaces:
+  - name: outside
+    listeners: [{ name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }]
+    media: { address: 192.0.2.1, port_min: 30000, port_max: 30999, profile: webrtc }
+  - name: inside
+    listeners: [{ name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }]
+    media: { address: 198.51.100.1, port_min: 31000, port_max: 31999, profile: plain }
+trunks:
+  - { name: webrtc-callee, host: 192.0.2.2, port: 5070, group: ext, interface: outside }
+routes:
+  - { name: out, match: { interface: inside }, group: ext }
+"#;
+
+/// The reverse direction: a sipp phone inside calls a WebRTC callee (aiortc) outside. sbcd
+/// offers ICE-lite DTLS-SRTP to it (media.profile webrtc) and plain RTP/AVP back to the phone;
+/// the phone's G.711 reaches aiortc decrypted by aiortc, aiortc's audio reaches the phone in
+/// the clear; nothing on the outside link is plain.
+#[test]
+fn plain_caller_reaches_a_webrtc_callee() {
+    let test = "webrtc_callee";
+    if !require_root(test) {
+        return;
+    }
+    require_tool("sipp", "sip-tester");
+    require_tool("tshark", "tshark");
+    let pcap = "/usr/share/sip-tester/g711a.pcap";
+    assert!(
+        std::path::Path::new(pcap).is_file(),
+        "{pcap} missing: install sip-tester"
+    );
+    let python = portcullis_tests::python::venv_python("aiortc")
+        .unwrap_or_else(|e| panic!("{test}: python peer: {e}"));
+    let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
+    let (out_ns, sbc_ns, in_ns) = (
+        env.topo.outside.name().to_string(),
+        env.topo.sbc.name().to_string(),
+        env.topo.inside.name().to_string(),
+    );
+    let cfg = env.dir.join("sbcd.yaml");
+    std::fs::write(&cfg, REVERSE_CONFIG).expect("write config");
+    let bin = sbcd_binary("debug").unwrap_or_else(|e| panic!("{e}"));
+    env.spawn(
+        &Spec::new("sbcd", bin.display().to_string())
+            .netns(&sbc_ns)
+            .args(["--config".to_string(), cfg.display().to_string()]),
+    )
+    .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    wait_until("sbcd listening", Duration::from_secs(10), || {
+        is_listening(&sbc_ns, Transport::Udp, SBC_INSIDE_IP, 5060)
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let capture =
+        Capture::start_filtered(&mut env, &sbc_ns, &[&out_dev], "udp portrange 30000-30999")
+            .expect("start capture");
+    let inside_capture =
+        Capture::start_filtered(&mut env, &sbc_ns, &[&in_dev], "udp portrange 31000-31999")
+            .expect("start capture");
+    let script = portcullis_tests::python::scripts_dir().join("webrtc_callee.py");
+    let callee = env
+        .spawn(
+            &Spec::new("webrtc-callee", python.display().to_string())
+                .netns(&out_ns)
+                .args([
+                    script.display().to_string(),
+                    CLIENT_IP.to_string(),
+                    "5070".to_string(),
+                    "40".to_string(),
+                ]),
+        )
+        .expect("start the WebRTC callee");
+    wait_until("WebRTC callee listening", Duration::from_secs(20), || {
+        is_listening(&out_ns, Transport::Udp, CLIENT_IP, 5070)
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+    let vars = vec![("PCAP".to_string(), pcap.to_string())];
+    let uac_scn = render("webrtc_uac.xml", &vars, &env.dir).expect("render uac");
+    let mut uac_cfg = SippConfig::uac(
+        "phone",
+        &in_ns,
+        uac_scn,
+        CORE_IP,
+        Transport::Udp,
+        (SBC_INSIDE_IP, 5060),
+    );
+    uac_cfg.extra_args = vec![
+        "-mi".into(),
+        CORE_IP.to_string(),
+        "-mp".into(),
+        "20000".into(),
+    ];
+    let uac = Sipp::start(&mut env, uac_cfg).expect("start phone");
+    let uac_res = uac.finish(Duration::from_secs(40)).expect("phone finished");
+    let status = env
+        .process(callee)
+        .wait_timeout(Duration::from_secs(45))
+        .expect("WebRTC callee finished");
+    let out = env.process(callee).stdout_text();
+    let outside = capture.finish_payloads().expect("read capture");
+    let inside = inside_capture.finish_payloads().expect("read capture");
+    if !status.success() || uac_res.exit_code != Some(0) {
+        env.dump_logs();
+    }
+    uac_res.assert_success();
+    assert!(status.success(), "WebRTC callee failed: {out}");
+    let line = out.lines().last().unwrap_or_default().to_string();
+    eprintln!("WebRTC callee: {line}");
+    let field = |k: &str| -> String {
+        let pat = format!("\"{k}\": ");
+        line.split(&pat)
+            .nth(1)
+            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    };
+    let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
+    assert_eq!(field("offer_proto"), "\"UDP/TLS/RTP/SAVPF\"", "{line}");
+    assert_eq!(field("offer_ice_lite"), "true", "{line}");
+    assert_eq!(field("connection"), "\"connected\"", "{line}");
+    assert_eq!(
+        field("bye"),
+        "true",
+        "the phone's BYE reached the callee: {line}"
+    );
+    // g711a.pcap holds ~100 packets (2 s); aiortc sent for ~3 s.
+    assert!(
+        num("packets_received") >= 80,
+        "phone audio reached aiortc: {line}"
+    );
+    assert!(num("packets_sent") >= 100, "{line}");
+    let is_rtp = |p: &&Vec<u8>| p.len() > 12 && (128..=191).contains(&p[0]);
+    let rtp_out: Vec<&Vec<u8>> = outside.iter().filter(is_rtp).collect();
+    let rtp_in: std::collections::HashSet<&[u8]> =
+        inside.iter().filter(is_rtp).map(|p| &p[12..]).collect();
+    let dtls = outside.iter().filter(|p| (20..=63).contains(&p[0])).count();
+    eprintln!(
+        "outside: {dtls} DTLS, {} RTP-like; inside: {} distinct RTP payloads",
+        rtp_out.len(),
+        rtp_in.len()
+    );
+    assert!(dtls >= 2, "DTLS on the outside link");
+    assert!(rtp_in.len() >= 50, "plain RTP inside");
+    assert_eq!(
+        rtp_out.iter().filter(|p| rtp_in.contains(&p[12..])).count(),
+        0,
+        "a plain RTP payload from inside crossed the outside link"
     );
 }

@@ -1049,8 +1049,8 @@ fn offer_apply(
             st.demuxed = false;
             continue;
         }
-        // SRTP termination (SDES, RFC 4568) on the side that speaks it; DTLS-SRTP is the
-        // WebRTC gateway's (not wired here yet).
+        // SRTP termination on the side that speaks it: SDES (RFC 4568) or WebRTC (ICE-lite +
+        // DTLS-SRTP, see `webrtc`).
         let mut crypto_toward_receiver = None;
         let mut webrtc_toward_receiver = false;
         if f.rtp && rewrite::needs_crypto_termination(&f.proto, &out_proto) {
@@ -1130,7 +1130,7 @@ fn offer_apply(
                 });
             } else {
                 tracing::warn!(call_id, index = i, from = %f.proto, to = %out_proto,
-                    "SDP converted away from DTLS-SRTP; media needs the WebRTC gateway (not wired yet)");
+                    "SDP converted between DTLS-SRTP and SDES: not terminated (media will not flow)");
             }
         }
 
