@@ -378,9 +378,10 @@ fn plain_caller_reaches_a_webrtc_callee() {
         "true",
         "the phone's BYE reached the callee: {line}"
     );
-    // g711a.pcap holds ~100 packets (2 s); aiortc sent for ~3 s.
+    // g711a.pcap holds ~100 packets (2 s), the first ones may arrive before the DTLS
+    // handshake ends (dropped); aiortc sent for ~3 s.
     assert!(
-        num("packets_received") >= 80,
+        num("packets_received") >= 50,
         "phone audio reached aiortc: {line}"
     );
     assert!(num("packets_sent") >= 100, "{line}");
