@@ -54,6 +54,7 @@ int main(void)
 	printf("pub const MAX_FLOWS: u32 = %d;\n", RELAY_MAX_FLOWS);
 	printf("pub const POLICY_STRICT: u8 = %d;\n", RELAY_POLICY_STRICT);
 	printf("pub const PORT_SLOTS: u32 = %d;\n", RELAY_PORT_SLOTS);
+	printf("pub const FLOW_F_SRC_BLOCKED: u8 = %d;\n", FLOW_F_SRC_BLOCKED);
 	printf("pub const SLOT_F_HASH: u8 = %d;\n", SLOT_F_HASH);
 	printf("pub const POLICY_LEARN: u8 = %d;\n", RELAY_POLICY_LEARN);
 	return 0;

@@ -122,37 +122,54 @@ static __always_inline __u16 csum_fold(__u32 sum)
 	return (__u16)sum;
 }
 
-static __always_inline int blocked(struct addr_key *bk)
+static __always_inline int blocklist_on(void)
 {
 	__u32 zero = 0;
 	struct relay_config *cfg = bpf_map_lookup_elem(&relay_config, &zero);
-	struct blocklist_value *bv;
 
-	if (!cfg || !cfg->blocklist_enabled)
-		return 0;
-	bv = bpf_map_lookup_elem(&blocklist, bk);
+	return cfg && cfg->blocklist_enabled;
+}
+
+/* Looks the source up in the blocklist (the caller checked blocklist_on()). */
+static __always_inline int blocked_lookup(struct addr_key *bk)
+{
+	struct blocklist_value *bv = bpf_map_lookup_elem(&blocklist, bk);
+
 	if (!bv)
 		return 0;
 	__sync_fetch_and_add(&bv->drops, 1);
 	return 1;
 }
 
-static __always_inline int blocked4(__u32 saddr)
+static __always_inline int blocked4(int on, __u32 saddr)
 {
 	struct addr_key bk = {};
 
+	if (!on)
+		return 0;
 	bk.family = RELAY_AF_INET;
 	*(__u32 *)bk.addr = saddr;
-	return blocked(&bk);
+	return blocked_lookup(&bk);
+}
+
+/* An IPv4 packet not forwarded for reason `stat`: dropped instead if its
+ * source is blocklisted (the blocklist comes first, as for every packet). */
+static __always_inline int not_relayed4(int on, __u32 saddr, __u32 stat, int action)
+{
+	if (blocked4(on, saddr))
+		return count(STAT_DROP_BLOCKLIST, XDP_DROP);
+	return count(stat, action);
 }
 
 static __always_inline int blocked6(const struct in6_addr *saddr)
 {
 	struct addr_key bk = {};
 
+	if (!blocklist_on())
+		return 0;
 	bk.family = RELAY_AF_INET6;
 	__builtin_memcpy(bk.addr, saddr, 16);
-	return blocked(&bk);
+	return blocked_lookup(&bk);
 }
 
 /* RFC 7983: 0..3 STUN, 20..63 DTLS. Those stay with userspace (ICE consent,
@@ -220,11 +237,13 @@ static __always_inline int slot_stable(struct flow_slot *s, __u32 seq)
  * not modified before that point). */
 static __always_inline int relay4(struct xdp_md *ctx, void *data, struct iphdr *iph,
 				  struct udphdr *udph, __u8 first, __u16 tot_len,
-				  const struct flow_value *v, struct flow_slot *s, __u32 seq)
+				  const struct flow_value *v, struct flow_slot *s, __u32 seq,
+				  int bl)
 {
 	__u32 exp_addr = *(const __u32 *)v->expected_src_addr;
 	__be16 exp_port = v->expected_src_port;
 	__u8 policy = v->policy;
+	__u8 flags = v->flags;
 	__u32 new_saddr = *(const __u32 *)v->new_src_addr;
 	__u32 new_daddr = *(const __u32 *)v->new_dst_addr;
 	/* new_src_port, new_dst_port: adjacent, as in the UDP header */
@@ -241,12 +260,15 @@ static __always_inline int relay4(struct xdp_md *ctx, void *data, struct iphdr *
 	if (!slot_stable(s, seq))
 		return RETRY_HASH;
 	if (is_stun_or_dtls(first))
-		return count(STAT_PASS_STUN_DTLS, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_STUN_DTLS, XDP_PASS);
 	if (iph->saddr != exp_addr || udph->source != exp_port) {
 		if (policy == RELAY_POLICY_LEARN)
-			return count(STAT_PASS_LEARN_MISMATCH, XDP_PASS);
-		return count(STAT_DROP_STRICT_MISMATCH, XDP_DROP);
+			return not_relayed4(bl, iph->saddr, STAT_PASS_LEARN_MISMATCH, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_DROP_STRICT_MISMATCH, XDP_DROP);
 	}
+	/* The expected source: only a flagged flow's source can be listed. */
+	if ((flags & FLOW_F_SRC_BLOCKED) && blocked4(bl, iph->saddr))
+		return count(STAT_DROP_BLOCKLIST, XDP_DROP);
 
 	/* The packet's addresses and ports are the flow's key and expected
 	 * source, so the checksum deltas precomputed for the flow apply. */
@@ -275,6 +297,7 @@ static __noinline int relay4_hash(struct xdp_md *ctx)
 	__u8 *payload = (void *)(udph + 1);
 	struct flow_key key = {};
 	struct flow_value *v;
+	int bl = blocklist_on();
 
 	if ((void *)(payload + 1) > data_end)
 		return count(STAT_PASS_MALFORMED, XDP_PASS);
@@ -283,8 +306,9 @@ static __noinline int relay4_hash(struct xdp_md *ctx)
 	key.port = udph->dest;
 	v = bpf_map_lookup_elem(&flows, &key);
 	if (!v)
-		return count(STAT_PASS_UNKNOWN_PORT, XDP_PASS);
-	return relay4(ctx, data, iph, udph, payload[0], bpf_ntohs(iph->tot_len), v, NULL, 0);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_UNKNOWN_PORT, XDP_PASS);
+	return relay4(ctx, data, iph, udph, payload[0], bpf_ntohs(iph->tot_len), v, NULL, 0,
+		      bl);
 }
 
 static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *data_end)
@@ -295,14 +319,17 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *dat
 	struct flow_slot *s;
 	__u32 idx, seq;
 	__u16 tot_len;
-	int r;
+	int r, bl = blocklist_on();
 
-	/* One bounds check for the whole relayed path; shorter frames are
-	 * classified below. */
+	/* Blocklisted sources are dropped before anything else happens to the
+	 * packet; on the relayed path the lookup is only made where the packet
+	 * would not be forwarded anyway, or for a flagged flow (see
+	 * FLOW_F_SRC_BLOCKED). One bounds check for the whole relayed path;
+	 * shorter frames are classified below. */
 	if ((void *)(payload + 1) > data_end) {
 		if ((void *)(iph + 1) > data_end || iph->version != 4)
 			return count(STAT_PASS_MALFORMED, XDP_PASS);
-		if (blocked4(iph->saddr))
+		if (blocked4(bl, iph->saddr))
 			return count(STAT_DROP_BLOCKLIST, XDP_DROP);
 		if (iph->protocol != IPPROTO_UDP)
 			return count(STAT_PASS_NOT_UDP, XDP_PASS);
@@ -314,20 +341,18 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *dat
 	}
 	if (iph->version != 4)
 		return count(STAT_PASS_MALFORMED, XDP_PASS);
-	if (blocked4(iph->saddr))
-		return count(STAT_DROP_BLOCKLIST, XDP_DROP);
 	if (iph->protocol != IPPROTO_UDP)
-		return count(STAT_PASS_NOT_UDP, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_NOT_UDP, XDP_PASS);
 	if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return count(STAT_PASS_FRAGMENT, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_FRAGMENT, XDP_PASS);
 	if (iph->ihl != 5)
-		return count(STAT_PASS_IP_OPTIONS, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_IP_OPTIONS, XDP_PASS);
 
 	tot_len = bpf_ntohs(iph->tot_len);
 	if (tot_len > (__u64)(data_end - (void *)iph) ||
 	    bpf_ntohs(udph->len) != tot_len - sizeof(*iph) ||
 	    tot_len < sizeof(*iph) + sizeof(*udph) + 1)
-		return count(STAT_PASS_MALFORMED, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_MALFORMED, XDP_PASS);
 
 	/* Fast path: the port-indexed slot, under its sequence lock. */
 	idx = bpf_ntohs(udph->dest);
@@ -339,11 +364,11 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *dat
 		return relay4_hash(ctx);
 	barrier();
 	if (s->family == RELAY_AF_INET && *(__u32 *)s->local_addr == iph->daddr) {
-		r = relay4(ctx, data, iph, udph, payload[0], tot_len, &s->v, s, seq);
+		r = relay4(ctx, data, iph, udph, payload[0], tot_len, &s->v, s, seq, bl);
 		if (r != RETRY_HASH)
 			return r;
 	} else if (!(s->flags & SLOT_F_HASH) && slot_stable(s, seq)) {
-		return count(STAT_PASS_UNKNOWN_PORT, XDP_PASS);
+		return not_relayed4(bl, iph->saddr, STAT_PASS_UNKNOWN_PORT, XDP_PASS);
 	}
 	return relay4_hash(ctx);
 }

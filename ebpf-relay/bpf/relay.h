@@ -27,6 +27,13 @@ typedef uint16_t __be16;
 #define RELAY_POLICY_STRICT 0 /* drop packets from an unexpected source */
 #define RELAY_POLICY_LEARN 1  /* pass them to userspace (XDP_PASS) */
 
+/* flow_value.flags. FLOW_F_SRC_BLOCKED: the expected source is (being put) in
+ * the blocklist. Userspace sets it on the flows before adding the address to
+ * the blocklist map and clears it after removing it, and sets it on flows
+ * installed while the address is listed, so a packet from the expected source
+ * needs the blocklist lookup only when the flag is set (IPv4 path). */
+#define FLOW_F_SRC_BLOCKED 1
+
 /* Key of the flow map: the local relay socket the packet was sent to. */
 struct flow_key {
 	__u8 addr[16];  /* local (SBC) address, network order */
@@ -42,7 +49,7 @@ struct flow_value {
 	__u8 expected_src_addr[16];
 	__be16 expected_src_port;
 	__u8 policy;             /* RELAY_POLICY_* */
-	__u8 flags;              /* reserved, must be 0 */
+	__u8 flags;              /* FLOW_F_* */
 	__u8 new_src_addr[16];   /* SBC egress relay socket */
 	__u8 new_dst_addr[16];   /* peer */
 	__be16 new_src_port;

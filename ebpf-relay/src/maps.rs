@@ -19,6 +19,9 @@ pub const POLICY_LEARN: u8 = 1;
 pub const MAX_FLOWS: u32 = 65536;
 /// `RELAY_PORT_SLOTS`: entries of the `flow_index` array (one per UDP port).
 pub const PORT_SLOTS: u32 = 65536;
+/// `FLOW_F_SRC_BLOCKED` (`RawFlowValue::flags`): the flow's expected source
+/// is in the blocklist; the program looks it up only for such flows.
+pub const FLOW_F_SRC_BLOCKED: u8 = 1;
 /// `SLOT_F_HASH`: more flows with this port are only in the `flows` hash map.
 pub const SLOT_F_HASH: u8 = 1;
 
@@ -43,6 +46,7 @@ pub struct RawFlowValue {
     pub expected_src_addr: [u8; 16],
     pub expected_src_port: u16,
     pub policy: u8,
+    /// [`FLOW_F_SRC_BLOCKED`] or 0.
     pub flags: u8,
     pub new_src_addr: [u8; 16],
     pub new_dst_addr: [u8; 16],
@@ -373,6 +377,7 @@ mod tests {
         assert_eq!(MAX_FLOWS, c::MAX_FLOWS);
         assert_eq!(PORT_SLOTS, c::PORT_SLOTS);
         assert_eq!(SLOT_F_HASH, c::SLOT_F_HASH);
+        assert_eq!(FLOW_F_SRC_BLOCKED, c::FLOW_F_SRC_BLOCKED);
         assert_eq!(POLICY_STRICT, c::POLICY_STRICT);
         assert_eq!(POLICY_LEARN, c::POLICY_LEARN);
     }

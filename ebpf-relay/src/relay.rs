@@ -1,6 +1,6 @@
 //! Loader and typed API of the XDP relay.
 
-use std::collections::{HashMap as StdHashMap, VecDeque};
+use std::collections::{HashMap as StdHashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::index::{FlowIndex, FAST_INDEX};
 use crate::maps::{
     addr_to_raw, csum_deltas, RawAddrKey, RawBlocklistValue, RawFlowCounters, RawFlowKey,
-    RawFlowSlot, RawFlowValue, RawRelayConfig, POLICY_LEARN, POLICY_STRICT,
+    RawFlowSlot, RawFlowValue, RawRelayConfig, FLOW_F_SRC_BLOCKED, POLICY_LEARN, POLICY_STRICT,
 };
 use crate::netlink::{self, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use crate::stats::{Outcome, RelayStats};
@@ -291,6 +291,8 @@ pub struct XdpRelay {
     /// Other flows with that port (only in the hash map).
     port_others: StdHashMap<u16, Vec<RawFlowKey>>,
     max_flows: u32,
+    /// Mirror of the blocklist map's keys (flows from these get FLOW_F_SRC_BLOCKED).
+    blocked: HashSet<RawAddrKey>,
 }
 
 impl std::fmt::Debug for XdpRelay {
@@ -525,6 +527,7 @@ impl XdpRelay {
             port_owner: StdHashMap::new(),
             port_others: StdHashMap::new(),
             max_flows: opts.max_flows,
+            blocked: HashSet::new(),
         })
     }
 
@@ -808,6 +811,51 @@ impl XdpRelay {
         }
     }
 
+    fn with_block_flag(&self, mut v: RawFlowValue, spec: &FlowSpec) -> RawFlowValue {
+        if self
+            .blocked
+            .contains(&RawAddrKey::from_ip(spec.expected_source.ip()))
+        {
+            v.flags |= FLOW_F_SRC_BLOCKED;
+        }
+        v
+    }
+
+    /// Sets (`on`) or clears FLOW_F_SRC_BLOCKED on every flow expecting
+    /// source `ip`, in the hash map and in its index slot.
+    fn set_block_flag(&mut self, ip: IpAddr, on: bool) -> Result<()> {
+        let (family, addr) = addr_to_raw(ip);
+        let mut hits = Vec::new();
+        for item in self.flows_map()?.iter() {
+            let (k, v) = item.map_err(|source| RelayError::Map {
+                name: FLOWS,
+                source,
+            })?;
+            if k.family == family && v.expected_src_addr == addr {
+                hits.push((k, v));
+            }
+        }
+        for (k, mut v) in hits {
+            if on {
+                v.flags |= FLOW_F_SRC_BLOCKED;
+            } else {
+                v.flags &= !FLOW_F_SRC_BLOCKED;
+            }
+            self.flows_map_mut()?
+                .insert(k, v, BPF_EXIST)
+                .map_err(|source| RelayError::Map {
+                    name: FLOWS,
+                    source,
+                })?;
+            let port = u16::from_be(k.port);
+            if self.port_owner.get(&port) == Some(&k) {
+                let others = self.port_others.get(&port).is_some_and(|o| !o.is_empty());
+                self.index.set(port, k.family, k.addr, v, others);
+            }
+        }
+        Ok(())
+    }
+
     /// The port-indexed slot the program reads for `port` (diagnostics, tests).
     pub fn index_slot(&self, port: u16) -> RawFlowSlot {
         self.index.read(port)
@@ -846,7 +894,7 @@ impl XdpRelay {
             .free_slots
             .pop_front()
             .ok_or(RelayError::FlowTableFull(self.max_flows))?;
-        let v = flow_value(local, spec, slot)?;
+        let v = self.with_block_flag(flow_value(local, spec, slot)?, spec);
         self.check_egress(local, spec.egress_ifindex);
         let res = self.zero_counters(slot).and_then(|()| {
             match self.flows_map_mut()?.insert(key, v, BPF_NOEXIST) {
@@ -880,7 +928,7 @@ impl XdpRelay {
             .slots
             .get(&key)
             .ok_or(RelayError::FlowNotFound(local))?;
-        let v = flow_value(local, spec, slot)?;
+        let v = self.with_block_flag(flow_value(local, spec, slot)?, spec);
         self.check_egress(local, spec.egress_ifindex);
         // Hash first: while the slot is rewritten the program reads the hash.
         match self.flows_map_mut()?.insert(key, v, BPF_EXIST) {
@@ -1028,6 +1076,10 @@ impl XdpRelay {
 
     /// Drops every IP packet from `ip` in XDP (any protocol, any port).
     pub fn block_source(&mut self, ip: IpAddr) -> Result<()> {
+        // Flows expecting `ip` are flagged before the address is listed, so
+        // the program never forwards from a listed source without looking.
+        self.blocked.insert(RawAddrKey::from_ip(ip));
+        self.set_block_flag(ip, true)?;
         self.blocklist_map_mut()?
             .insert(RawAddrKey::from_ip(ip), RawBlocklistValue::default(), 0)
             .map_err(|source| RelayError::Map {
@@ -1054,6 +1106,9 @@ impl XdpRelay {
                 })
             }
         };
+        // Unflagged only once the address is out of the map.
+        self.blocked.remove(&RawAddrKey::from_ip(ip));
+        self.set_block_flag(ip, false)?;
         let empty = self.blocked_sources()?.is_empty();
         if empty {
             self.set_blocklist_enabled(false)?;

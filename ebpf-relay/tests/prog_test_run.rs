@@ -648,3 +648,69 @@ fn last_seen_follows_the_monotonic_clock() {
     let t2 = r.flow_counters(local).unwrap().unwrap().last_seen_ns;
     assert!(t2 >= t1 + 15_000_000, "clock did not advance: {t1} -> {t2}");
 }
+
+/// The blocklist still drops a listed source on every path when the lookup
+/// is only made for flagged flows: flows installed or updated while their
+/// expected source is listed, the hash-map path, unknown ports, and not after
+/// unblocking.
+#[test]
+fn blocklist_holds_on_the_fast_path_and_for_new_flows() {
+    if !privileged("blocklist_holds_on_the_fast_path_and_for_new_flows") {
+        return;
+    }
+    let mut r = relay();
+    let src: IpAddr = "198.18.1.2".parse().unwrap();
+    let a = sa("198.18.1.1:30000");
+    r.insert_flow(a, &spec_v4(SourcePolicy::Strict)).unwrap();
+    let frame = |dport: u16| {
+        ipv4_udp(
+            &V4 {
+                dport,
+                ..V4::default()
+            },
+            &rtp_payload(3, 3),
+        )
+    };
+    assert_eq!(run(&mut r, &frame(30000)).0, action::TX);
+    r.block_source(src).unwrap();
+    assert_eq!(
+        r.index_slot(30000).v.flags,
+        ebpf_relay::maps::FLOW_F_SRC_BLOCKED
+    );
+    assert_eq!(run(&mut r, &frame(30000)).0, action::DROP);
+    // A flow installed while the source is listed, one updated, one that
+    // lives in the hash map only (port shared), an unknown port.
+    r.insert_flow(sa("198.18.1.1:30002"), &spec_v4(SourcePolicy::Learn))
+        .unwrap();
+    assert_eq!(run(&mut r, &frame(30002)).0, action::DROP);
+    let mut spec2 = spec_v4(SourcePolicy::Strict);
+    spec2.peer = sa("198.18.2.3:6002");
+    r.update_flow(a, &spec2).unwrap();
+    assert_eq!(run(&mut r, &frame(30000)).0, action::DROP);
+    r.insert_flow(sa("198.18.9.1:30000"), &spec_v4(SourcePolicy::Strict))
+        .unwrap();
+    r.simulate_torn_slot(30000, true).unwrap();
+    assert_eq!(run(&mut r, &frame(30000)).0, action::DROP);
+    r.simulate_torn_slot(30000, false).unwrap();
+    assert_eq!(run(&mut r, &frame(31000)).0, action::DROP);
+    let s = r.stats().unwrap();
+    assert_eq!(s.get(Outcome::DropBlocklist), 5);
+    assert_eq!(s.forwarded(), 1);
+    assert_eq!(r.blocked_sources().unwrap(), vec![(src, 5)]);
+    // Another source on a flagged flow is a strict mismatch, not a blocklist drop.
+    let other = ipv4_udp(
+        &V4 {
+            src: "198.18.1.9".parse().unwrap(),
+            ..V4::default()
+        },
+        &rtp_payload(1, 1),
+    );
+    assert_eq!(run(&mut r, &other).0, action::DROP);
+    assert_eq!(r.stats().unwrap().get(Outcome::DropStrictMismatch), 1);
+    // Unblocked: flags cleared, forwarding again on every flow.
+    assert!(r.unblock_source(src).unwrap());
+    assert_eq!(r.index_slot(30000).v.flags, 0);
+    assert_eq!(run(&mut r, &frame(30000)).0, action::TX);
+    assert_eq!(run(&mut r, &frame(30002)).0, action::TX);
+    assert_eq!(r.stats().unwrap().get(Outcome::DropBlocklist), 5);
+}
