@@ -149,12 +149,22 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
     let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
     let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
-    let capture =
-        Capture::start_filtered(&mut env, &sbc_ns, &[&out_dev], "udp portrange 30000-30999")
-            .expect("start capture");
-    let inside_capture =
-        Capture::start_filtered(&mut env, &sbc_ns, &[&in_dev], "udp portrange 31000-31999")
-            .expect("start capture");
+    let capture = Capture::start_filtered(
+        &mut env,
+        &sbc_ns,
+        &[&out_dev],
+        "udp portrange 30000-30999",
+        "media",
+    )
+    .expect("start capture");
+    let inside_capture = Capture::start_filtered(
+        &mut env,
+        &sbc_ns,
+        &[&in_dev],
+        "udp portrange 31000-31999",
+        "media",
+    )
+    .expect("start capture");
     let uas_scn = render("webrtc_uas.xml", &[], &env.dir).expect("render uas");
     let mut uas_cfg = SippConfig::uas("uas", &in_ns, uas_scn, CORE_IP, Transport::Udp);
     uas_cfg.extra_args = vec![
@@ -304,12 +314,22 @@ fn plain_caller_reaches_a_webrtc_callee() {
         panic!("{e}")
     });
     let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
-    let capture =
-        Capture::start_filtered(&mut env, &sbc_ns, &[&out_dev], "udp portrange 30000-30999")
-            .expect("start capture");
-    let inside_capture =
-        Capture::start_filtered(&mut env, &sbc_ns, &[&in_dev], "udp portrange 31000-31999")
-            .expect("start capture");
+    let capture = Capture::start_filtered(
+        &mut env,
+        &sbc_ns,
+        &[&out_dev],
+        "udp portrange 30000-30999",
+        "media",
+    )
+    .expect("start capture");
+    let inside_capture = Capture::start_filtered(
+        &mut env,
+        &sbc_ns,
+        &[&in_dev],
+        "udp portrange 31000-31999",
+        "media",
+    )
+    .expect("start capture");
     let script = portcullis_tests::python::scripts_dir().join("webrtc_callee.py");
     let callee = env
         .spawn(
