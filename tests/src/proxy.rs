@@ -245,6 +245,23 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
     y
 }
 
+/// [`sbcd_config`] with `listeners` (YAML flow mappings such as
+/// `{ name: out-wss, proto: wss, ... }`) added to the outside interface after its UDP and
+/// TCP listeners.
+pub fn sbcd_config_with_outside_listeners(spec: &ProxySpec, listeners: &[String]) -> String {
+    let mut out = String::new();
+    for line in sbcd_config(spec).lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim_start().starts_with("- { name: out-tcp,") {
+            for l in listeners {
+                out.push_str(&format!("      - {l}\n"));
+            }
+        }
+    }
+    out
+}
+
 /// Kamailio cfg and dispatcher list for `spec`; `dir` holds the list file.
 pub fn kamailio_config(spec: &ProxySpec, dir: &Path) -> (String, String) {
     let list_path = dir.join("dispatcher.list");
@@ -404,6 +421,27 @@ impl Proxy {
         Self::start_in(&env.dir.clone(), Some(env), kind, netns, spec, cpus)
     }
 
+    /// Starts sbcd in namespace `netns` with the configuration text `yaml` (for settings
+    /// [`ProxySpec`] does not render; `spec` must describe its standard UDP/TCP listeners,
+    /// whose readiness is awaited as in [`Proxy::start`]).
+    pub fn start_sbcd_with_config(
+        env: &mut TestEnv,
+        netns: &str,
+        spec: ProxySpec,
+        yaml: String,
+    ) -> Result<Self> {
+        let dir = env.dir.clone();
+        Self::start_inner(
+            &dir,
+            Some(env),
+            ProxyKind::Sbcd,
+            netns,
+            spec,
+            None,
+            Some(yaml),
+        )
+    }
+
     /// Like [`Proxy::start`] without a [`TestEnv`] (benchmarks).
     pub fn start_in(
         dir: &Path,
@@ -412,6 +450,18 @@ impl Proxy {
         netns: &str,
         spec: ProxySpec,
         cpus: Option<&str>,
+    ) -> Result<Self> {
+        Self::start_inner(dir, env, kind, netns, spec, cpus, None)
+    }
+
+    fn start_inner(
+        dir: &Path,
+        env: Option<&mut TestEnv>,
+        kind: ProxyKind,
+        netns: &str,
+        spec: ProxySpec,
+        cpus: Option<&str>,
+        sbcd_yaml: Option<String>,
     ) -> Result<Self> {
         let write = |name: &str, text: &str| -> Result<PathBuf> {
             let p = dir.join(name);
@@ -422,7 +472,8 @@ impl Proxy {
         let (config_path, mut pspec) = match kind {
             ProxyKind::Sbcd => {
                 let bin = sbcd_binary(spec.sbcd_profile)?;
-                let cfg = write("sbcd.yaml", &sbcd_config(&spec))?;
+                let text = sbcd_yaml.unwrap_or_else(|| sbcd_config(&spec));
+                let cfg = write("sbcd.yaml", &text)?;
                 let pspec = Spec::new("sbcd", bin.display().to_string())
                     .args(["--config".to_string(), cfg.display().to_string()]);
                 (cfg, pspec)

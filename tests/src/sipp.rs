@@ -111,7 +111,17 @@ fn xml_escape(s: &str) -> String {
 /// Renders scenario template `name` with `vars` into `dir` and returns the new path.
 /// Fails if a placeholder is left unreplaced.
 pub fn render(name: &str, vars: &[(String, String)], dir: &Path) -> Result<PathBuf> {
-    let src = scenarios_dir().join(name);
+    render_from(&scenarios_dir(), name, vars, dir)
+}
+
+/// Like [`render`] for a template in `templates` instead of `tests/scenarios/`.
+pub fn render_from(
+    templates: &Path,
+    name: &str,
+    vars: &[(String, String)],
+    dir: &Path,
+) -> Result<PathBuf> {
+    let src = templates.join(name);
     let mut text = std::fs::read_to_string(&src)
         .map_err(|e| HarnessError::io(format!("reading {}", src.display()), e))?;
     for (k, v) in vars {
