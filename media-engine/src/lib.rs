@@ -42,6 +42,7 @@ pub use interface::{MediaInterface, PortUsage};
 pub use ports::{PortAllocator, RelayPorts};
 pub use sdp::{Sdp, SdpError};
 pub use session::{
-    AnswerRequest, AnswerResponse, CallInfo, Codec, DeleteOutcome, EngineError, EngineStats, Flags,
-    LegInfo, MediaEngine, OfferRequest, OfferResponse, RtcpMuxPolicy, StreamPlan, StreamSide,
+    AnswerRequest, AnswerResponse, CallInfo, Codec, DeleteOutcome, DtlsKeys, EngineError,
+    EngineStats, Flags, LegInfo, MediaEngine, OfferRequest, OfferResponse, RtcpMuxPolicy, SdesKeys,
+    StreamPlan, StreamSide,
 };

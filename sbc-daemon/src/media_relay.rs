@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media_engine::datapath::{
-    pairs_from_plan, Datapath, DatapathConfig, DatapathKind, LearnPolicy, LegTransform, PairId,
+    pairs_from_plan, Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy,
+    LegTransform, PairId,
 };
 use media_engine::secure::{LegSecurity, SecureLeg};
 use portcullis_config::{Config, DatapathChoice};
@@ -16,8 +17,34 @@ use tracing::{debug, warn};
 use crate::metrics::Metrics;
 use crate::proxy::media::MediaCommand;
 
-/// A relay pair of a call and the packets (a->b, b->a) its position carried before.
-type CallPair = (PairId, (u64, u64));
+/// A relay pair of a call.
+#[derive(Debug, Clone)]
+struct CallPair {
+    id: PairId,
+    /// Packets (a->b, b->a) relayed by earlier pairs at this position (replaced on re-offers).
+    carried: (u64, u64),
+    spec: FlowPairSpec,
+    /// What terminates SRTP on each side (None: plain).
+    security: [SideSecurity; 2],
+}
+
+/// The SRTP termination parameters of one side of a pair, to tell whether a re-offer changed
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SideSecurity {
+    Plain,
+    Sdes(media_engine::SdesKeys),
+    Dtls(media_engine::DtlsKeys),
+}
+
+fn side_security(plan: &media_engine::StreamPlan) -> [SideSecurity; 2] {
+    let of = |s: &media_engine::StreamSide| match (&s.sdes, &s.dtls) {
+        (Some(k), _) => SideSecurity::Sdes(k.clone()),
+        (None, Some(d)) => SideSecurity::Dtls(d.clone()),
+        (None, None) => SideSecurity::Plain,
+    };
+    [of(&plan.sides[0]), of(&plan.sides[1])]
+}
 
 pub struct MediaRelay {
     datapath: Datapath,
@@ -111,41 +138,73 @@ impl MediaRelay {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         match cmd {
             MediaCommand::Program { call_id, streams } => {
-                // Ports stay the same across re-offers; the old pairs are replaced and what
-                // they relayed is carried over to the pair at the same position.
-                let old = calls.remove(&call_id).unwrap_or_default();
-                let carried: Vec<(u64, u64)> = old
+                // Ports stay the same across re-offers. A secure pair whose sockets and keys
+                // did not change is updated in place, so its SRTP contexts and DTLS
+                // association go on (a hold re-INVITE must not restart DTLS); other pairs are
+                // replaced and what they relayed is carried over to the pair at the same
+                // position.
+                let mut old: Vec<Option<CallPair>> = calls
+                    .remove(&call_id)
+                    .unwrap_or_default()
                     .into_iter()
-                    .map(|(id, before)| {
-                        let (a, b) = self.remove(id);
-                        (before.0 + a, before.1 + b)
-                    })
+                    .map(Some)
                     .collect();
-                let mut ids = Vec::new();
+                let mut pairs: Vec<CallPair> = Vec::new();
                 for plan in &streams {
                     let learn = [
                         self.learn_of(&plan.sides[0].interface),
                         self.learn_of(&plan.sides[1].interface),
                     ];
+                    let security = side_security(plan);
                     for spec in pairs_from_plan(plan, learn) {
+                        let pos = pairs.len();
+                        let keep = old.get(pos).and_then(Option::as_ref).is_some_and(|o| {
+                            o.security.iter().any(|s| *s != SideSecurity::Plain)
+                                && o.security == security
+                                && o.spec.a.local == spec.a.local
+                                && o.spec.b.local == spec.b.local
+                        });
+                        if keep {
+                            if let Some(mut o) = old.get_mut(pos).and_then(Option::take) {
+                                if let Err(e) = self.datapath.update_pair(o.id, spec) {
+                                    warn!(call_id, error = %e, "cannot update relay pair");
+                                }
+                                o.spec = spec;
+                                pairs.push(o);
+                                continue;
+                            }
+                        }
+                        let carried = match old.get_mut(pos).and_then(Option::take) {
+                            Some(o) => {
+                                let (a, b) = self.remove(o.id);
+                                (o.carried.0 + a, o.carried.1 + b)
+                            }
+                            None => (0, 0),
+                        };
                         let transforms = secure_transforms(&call_id, plan, &spec);
                         match self.datapath.create_pair_with(spec, transforms) {
-                            Ok(id) => {
-                                let before = carried.get(ids.len()).copied().unwrap_or((0, 0));
-                                ids.push((id, before));
-                            }
+                            Ok(id) => pairs.push(CallPair {
+                                id,
+                                carried,
+                                spec,
+                                security: security.clone(),
+                            }),
                             Err(e) => warn!(call_id, error = %e, "cannot create relay pair"),
                         }
                     }
                 }
-                debug!(call_id, pairs = ids.len(), "media relay programmed");
-                calls.insert(call_id, ids);
+                // Pairs of streams that went away.
+                for o in old.into_iter().flatten() {
+                    self.remove(o.id);
+                }
+                debug!(call_id, pairs = pairs.len(), "media relay programmed");
+                calls.insert(call_id, pairs);
             }
             MediaCommand::Release { call_id } => {
-                for (id, before) in calls.remove(&call_id).unwrap_or_default() {
-                    let (a, b) = self.remove(id);
+                for p in calls.remove(&call_id).unwrap_or_default() {
+                    let (a, b) = self.remove(p.id);
                     self.metrics
-                        .media_stream_ended(StreamKind::of(before.0 + a, before.1 + b));
+                        .media_stream_ended(StreamKind::of(p.carried.0 + a, p.carried.1 + b));
                 }
                 debug!(call_id, "media relay released");
             }
@@ -161,7 +220,7 @@ impl MediaRelay {
             .map(|(call, ids)| {
                 let total = ids
                     .iter()
-                    .filter_map(|(id, _)| self.datapath.pair(*id))
+                    .filter_map(|p| self.datapath.pair(p.id))
                     .map(|c| c.a_to_b.packets + c.b_to_a.packets)
                     .sum();
                 (call.clone(), total)
@@ -193,8 +252,8 @@ impl MediaRelay {
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let mut xdp = 0;
         let mut user = 0;
-        for (id, _) in calls.values().flatten() {
-            match self.datapath.pair(*id) {
+        for p in calls.values().flatten() {
+            match self.datapath.pair(p.id) {
                 Some(c) if c.a_to_b_in_xdp && c.b_to_a_in_xdp => xdp += 1,
                 Some(_) => user += 1,
                 None => {}
@@ -301,7 +360,92 @@ impl StreamKind {
 
 #[cfg(test)]
 mod tests {
-    use super::StreamKind;
+    use super::*;
+    use media_engine::ports::RelayPorts;
+    use media_engine::sdp::Direction;
+    use media_engine::secure::SdesCrypto;
+    use media_engine::srtp::SrtpProfile;
+    use media_engine::{SdesKeys, StreamPlan, StreamSide};
+
+    fn side(port: u16, sdes: Option<SdesKeys>) -> StreamSide {
+        StreamSide {
+            tag: Some("t".into()),
+            interface: "lo".into(),
+            local_address: "127.0.0.1".parse().unwrap(),
+            local_ports: Some(RelayPorts {
+                rtp: port,
+                rtcp: None,
+            }),
+            peer_rtp: Some("127.0.0.1:9".parse().unwrap()),
+            peer_rtcp: None,
+            rtcp_mux: true,
+            direction: Direction::SendRecv,
+            hold: false,
+            payload_types: vec![0],
+            disabled: false,
+            sdes,
+            dtls: None,
+        }
+    }
+
+    fn free_port() -> u16 {
+        // An even free port (the relay binds it; released here first).
+        loop {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let p = s.local_addr().unwrap().port();
+            if p % 2 == 0 && p < 65000 {
+                return p;
+            }
+        }
+    }
+
+    #[test]
+    fn secure_pairs_survive_re_offers_with_the_same_keys() {
+        let cfg = portcullis_config::load_str(
+            "media: { datapath: userspace }\ninterfaces:\n  - name: lo\n    listeners: [{ name: l, proto: udp, address: 127.0.0.1, port: 5999 }]\n    media: { address: 127.0.0.1, port_min: 40000, port_max: 40100 }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new(&["lo".into()]));
+        let relay = MediaRelay::start(&cfg, &metrics).expect("relay");
+        let keys = SdesKeys {
+            local: SdesCrypto::generate(1, SrtpProfile::AesCm128HmacSha1_80),
+            remote: SdesCrypto::generate(1, SrtpProfile::AesCm128HmacSha1_80),
+        };
+        let (pa, pb) = (free_port(), free_port());
+        let plan = |k: &SdesKeys| StreamPlan {
+            index: 0,
+            media: "audio".into(),
+            sides: [side(pa, Some(k.clone())), side(pb, None)],
+        };
+        let program = |p: StreamPlan| {
+            relay.execute(MediaCommand::Program {
+                call_id: "c".into(),
+                streams: vec![p],
+            })
+        };
+        let ids =
+            || -> Vec<PairId> { relay.datapath().pairs().iter().map(|c| c.info.id).collect() };
+        program(plan(&keys));
+        let first = ids();
+        assert_eq!(first.len(), 1);
+        // A re-offer (e.g. hold) with the same keys and sockets: the same pair, SRTP goes on.
+        program(plan(&keys));
+        assert_eq!(ids(), first);
+        // New keys: a new secure leg.
+        let rekeyed = SdesKeys {
+            local: keys.local.clone(),
+            remote: SdesCrypto::generate(2, SrtpProfile::AesCm128HmacSha1_80),
+        };
+        program(plan(&rekeyed));
+        let after = ids();
+        assert_eq!(after.len(), 1);
+        assert_ne!(after, first);
+        relay.execute(MediaCommand::Release {
+            call_id: "c".into(),
+        });
+        assert!(ids().is_empty());
+    }
 
     #[test]
     fn stream_kinds() {

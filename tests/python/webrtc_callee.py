@@ -1,6 +1,7 @@
 """Portcullis e2e: a WebRTC callee built on aiortc. Waits for the INVITE sbcd sends (the
 relay's offer: ICE-lite, DTLS actpass, rtcp-mux, BUNDLE), answers it with aiortc's answer,
-sends audio, counts what it receives and answers the caller's BYE. Prints one JSON line.
+sends audio, counts what it receives, answers re-INVITEs with the same description and
+the caller's BYE. Prints one JSON line.
 
 usage: webrtc_callee.py LOCAL_IP SIP_PORT MAX_SECONDS
 """
@@ -89,7 +90,14 @@ async def main():
         if text is None:
             break
         if text.startswith("INVITE "):
-            sock.sendto(ok, src)  # retransmitted INVITE
+            if head_lines(text, "CSeq") == head_lines(invite, "CSeq"):
+                sock.sendto(ok, src)  # retransmitted initial INVITE
+            else:
+                # A re-INVITE (hold/resume): the same session, our description unchanged.
+                result["reinvites"] = result.get("reinvites", 0) + 1
+                sock.sendto(response(text, 200, "OK", "aiortc1",
+                                     "Contact: <sip:callee@%s:%d>\r\nContent-Type: application/sdp\r\n"
+                                     % (local_ip, port), pc.localDescription.sdp), src)
         elif text.startswith("BYE "):
             bye = (text, src)
             break

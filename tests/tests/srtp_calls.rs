@@ -275,7 +275,7 @@ routes:
 /// The reverse direction: a sipp phone inside calls a WebRTC callee (aiortc) outside. sbcd
 /// offers ICE-lite DTLS-SRTP to it (media.profile webrtc) and plain RTP/AVP back to the phone;
 /// the phone's G.711 reaches aiortc decrypted by aiortc, aiortc's audio reaches the phone in
-/// the clear; nothing on the outside link is plain.
+/// the clear, also after a hold re-INVITE; nothing on the outside link is plain.
 #[test]
 fn plain_caller_reaches_a_webrtc_callee() {
     let test = "webrtc_callee";
@@ -405,7 +405,25 @@ fn plain_caller_reaches_a_webrtc_callee() {
         "phone audio reached aiortc: {line}"
     );
     assert!(num("packets_sent") >= 100, "{line}");
+    assert_eq!(
+        num("reinvites"),
+        1,
+        "the hold re-INVITE reached the callee: {line}"
+    );
     let is_rtp = |p: &&Vec<u8>| p.len() > 12 && (128..=191).contains(&p[0]);
+    // aiortc's audio (PCMA silence, 0xd5) kept reaching the phone in the clear after the
+    // hold re-INVITE: the relay kept its DTLS association (re-creating the secure leg would
+    // have cut it off at the re-INVITE, about a third into the call).
+    let silence_inside = inside
+        .iter()
+        .filter(is_rtp)
+        .filter(|p| p[12..].iter().all(|b| *b == 0xd5))
+        .count() as u64;
+    assert!(
+        silence_inside * 10 >= num("packets_sent") * 8,
+        "aiortc sent {} packets, {silence_inside} reached the phone",
+        num("packets_sent")
+    );
     let rtp_out: Vec<&Vec<u8>> = outside.iter().filter(is_rtp).collect();
     let rtp_in: std::collections::HashSet<&[u8]> =
         inside.iter().filter(is_rtp).map(|p| &p[12..]).collect();
