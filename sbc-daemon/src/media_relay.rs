@@ -393,7 +393,7 @@ mod tests {
         loop {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             let p = s.local_addr().unwrap().port();
-            if p % 2 == 0 && p < 65000 {
+            if p.is_multiple_of(2) && p < 65000 {
                 return p;
             }
         }
