@@ -9,23 +9,34 @@
 //! daemon started here and driven over its NG protocol (bencode over UDP),
 //! and the ratio is printed (rtpengine CPU = its whole process).
 //!
+//! `--srtp` bridges SDES-SRTP (AES_CM_128_HMAC_SHA1_80, RFC 4568) on side a to plain RTP on
+//! side b: our relay with a secure leg per stream, rtpengine with an RTP/SAVP offer carrying
+//! a=crypto and `transport-protocol: RTP/AVP` toward b. The generator protects what side a
+//! sends and the receiver unprotects what side a gets (their cost is not the relay's).
+//!
 //! ```sh
 //! cargo run -p media-engine --release --example relay_bench -- \
 //!     --streams 1000 --pps 50 --seconds 10 [--workers 1] [--rtpengine] \
 //!     [--rtpengine-threads N]   # default: as many as --workers
+//!     [--srtp]                  # SDES-SRTP on side a, plain RTP on side b
 //! ```
+
+#[path = "common/ng.rs"]
+mod ng;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_engine::datapath::sys::{monotonic_ns, Batch, Epoll};
 use media_engine::datapath::{
-    Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy, LegSpec, UserspaceOptions,
+    Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy, LegSpec, LegTransform,
+    UserspaceOptions,
 };
+use media_engine::secure::{LegSecurity, SdesCrypto, SecureLeg};
+use media_engine::srtp::{SrtpContext, SrtpProfile};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -37,6 +48,7 @@ struct Args {
     /// rtpengine --num-threads (default: same as --workers).
     rtpengine_threads: Option<usize>,
     base_port: u16,
+    srtp: bool,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +60,7 @@ fn parse_args() -> Args {
         rtpengine: false,
         rtpengine_threads: None,
         base_port: 20000,
+        srtp: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -64,6 +77,11 @@ fn parse_args() -> Args {
             }
             "--rtpengine" => {
                 a.rtpengine = true;
+                i += 1;
+                continue;
+            }
+            "--srtp" => {
+                a.srtp = true;
                 i += 1;
                 continue;
             }
@@ -119,19 +137,23 @@ fn threads_cpu_ns(prefix: &str) -> u64 {
     sum
 }
 
-fn pid_cpu_ns(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| stat_cpu_ns(&s))
-        .unwrap_or(0)
-}
-
 /// One stream: two peers and where each sends to.
 struct Stream {
     a: UdpSocket,
     b: UdpSocket,
     a_to: SocketAddr,
     b_to: SocketAddr,
+    /// `--srtp`: side a's key (the generator protects with it) and the relay's key toward
+    /// side a (the receiver unprotects with it).
+    keys: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+const SRTP_PROFILE: SrtpProfile = SrtpProfile::AesCm128HmacSha1_80;
+
+fn srtp_ctx(key_salt: &[u8], streams: usize) -> SrtpContext {
+    let mut c = SrtpContext::from_key_and_salt(SRTP_PROFILE, key_salt).expect("SRTP key");
+    c.set_max_streams(streams * 2 + 16);
+    c
 }
 
 fn rtp(seq: u16, ssrc: u32, ts_ns: u64, measured: bool) -> [u8; 172] {
@@ -174,19 +196,36 @@ fn run_load(args: &Args, streams: &[Stream], cpu: &dyn Fn() -> u64) -> Outcome {
         let stop_r = stop.clone();
         let fds_r = fds.clone();
         let ep_r = &ep;
+        // Side a's SRTP contexts (one per stream: each has its own keys).
+        let mut rx_ctx: Vec<Option<SrtpContext>> = streams
+            .iter()
+            .map(|s| s.keys.as_ref().map(|(_, relay)| srtp_ctx(relay, 1)))
+            .collect();
         let rx = sc.spawn(move || {
             let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
             let mut batch = Batch::new(16);
             let mut received = 0u64;
             let mut lat = Vec::with_capacity(4_000_000);
+            let mut plain = Vec::with_capacity(256);
             while !stop_r.load(Ordering::Relaxed) {
                 let n = ep_r.wait(&mut events, 20).unwrap_or(0);
                 for ev in &events[..n] {
                     let fd = fds_r[ev.u64 as usize];
+                    let (stream, side_a) = (ev.u64 as usize / 2, ev.u64 % 2 == 0);
                     let got = batch.recv(fd).unwrap_or(0);
                     let now = monotonic_ns();
                     for i in 0..got {
-                        let p = batch.payload(i);
+                        let mut p = batch.payload(i);
+                        if side_a {
+                            if let Some(Some(ctx)) = rx_ctx.get_mut(stream) {
+                                plain.clear();
+                                plain.extend_from_slice(p);
+                                if ctx.unprotect_rtp(&mut plain).is_err() {
+                                    continue;
+                                }
+                                p = &plain;
+                            }
+                        }
                         if p.len() > 20 && p[20] == 1 {
                             received += 1;
                             let mut ts = [0u8; 8];
@@ -205,6 +244,10 @@ fn run_load(args: &Args, streams: &[Stream], cpu: &dyn Fn() -> u64) -> Outcome {
         let slices = 10usize;
         let per_slice = streams.len().div_ceil(slices);
         let total = Duration::from_secs(args.seconds + 1);
+        let mut tx_ctx: Vec<Option<SrtpContext>> = streams
+            .iter()
+            .map(|s| s.keys.as_ref().map(|(party, _)| srtp_ctx(party, 1)))
+            .collect();
         let t0 = Instant::now();
         let mut sent = 0u64;
         let mut seq = 0u16;
@@ -232,7 +275,18 @@ fn run_load(args: &Args, streams: &[Stream], cpu: &dyn Fn() -> u64) -> Outcome {
                 let hi = ((sl + 1) * per_slice).min(streams.len());
                 for (i, s) in streams[lo.min(hi)..hi].iter().enumerate() {
                     let ts = monotonic_ns();
-                    let _ = s.a.send_to(&rtp(seq, (lo + i) as u32 * 2, ts, m), s.a_to);
+                    let pkt = rtp(seq, (lo + i) as u32 * 2, ts, m);
+                    match tx_ctx.get_mut(lo + i).and_then(Option::as_mut) {
+                        Some(ctx) => {
+                            let mut v = pkt.to_vec();
+                            if ctx.protect_rtp(&mut v).is_ok() {
+                                let _ = s.a.send_to(&v, s.a_to);
+                            }
+                        }
+                        None => {
+                            let _ = s.a.send_to(&pkt, s.a_to);
+                        }
+                    }
                     let _ =
                         s.b.send_to(&rtp(seq, (lo + i) as u32 * 2 + 1, ts, m), s.b_to);
                     if m {
@@ -324,10 +378,11 @@ fn bench_ours(args: &Args) -> f64 {
         let rb: SocketAddr = format!("127.0.0.1:{}", args.base_port as usize + 4 * i + 2)
             .parse()
             .expect("addr");
-        dp.create_pair(FlowPairSpec {
+        let a_addr = a.local_addr().expect("addr");
+        let spec = FlowPairSpec {
             a: LegSpec {
                 local: ra,
-                peer: Some(a.local_addr().expect("addr")),
+                peer: Some(a_addr),
                 learn: LearnPolicy::Off,
             },
             b: LegSpec {
@@ -335,13 +390,33 @@ fn bench_ours(args: &Args) -> f64 {
                 peer: Some(b.local_addr().expect("addr")),
                 learn: LearnPolicy::Off,
             },
-        })
-        .expect("create pair (are the ports free?)");
+        };
+        let mut keys = None;
+        let transforms: [Option<Box<dyn LegTransform>>; 2] = if args.srtp {
+            let party = SdesCrypto::generate(1, SRTP_PROFILE);
+            let relay = SdesCrypto::generate(1, SRTP_PROFILE);
+            keys = Some((party.key_salt.clone(), relay.key_salt.clone()));
+            let leg = SecureLeg::new(
+                LegSecurity::Sdes {
+                    local: relay,
+                    remote: party,
+                },
+                Some(a_addr),
+                Instant::now(),
+            )
+            .expect("secure leg");
+            [Some(Box::new(leg)), None]
+        } else {
+            [None, None]
+        };
+        dp.create_pair_with(spec, transforms)
+            .expect("create pair (are the ports free?)");
         streams.push(Stream {
             a,
             b,
             a_to: ra,
             b_to: rb,
+            keys,
         });
     }
     let mut o = run_load(args, &streams, &|| threads_cpu_ns("relay-"));
@@ -357,47 +432,13 @@ fn bench_ours(args: &Args) -> f64 {
 
 // ---- rtpengine over NG (bencode over UDP) ---------------------------------
 
-fn bencode_dict(items: &[(&str, &str)]) -> Vec<u8> {
-    let mut sorted: Vec<&(&str, &str)> = items.iter().collect();
-    sorted.sort_by_key(|(k, _)| *k);
-    let mut out = b"d".to_vec();
-    for (k, v) in sorted {
-        out.extend_from_slice(format!("{}:{}{}:", k.len(), k, v.len()).as_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
-    out.push(b'e');
-    out
-}
-
-/// Extracts the string value of `key` from a flat bencoded dictionary reply.
-fn bencode_get(reply: &[u8], key: &str) -> Option<String> {
-    let pat = format!("{}:{}", key.len(), key);
-    let s = String::from_utf8_lossy(reply);
-    let at = s.find(&pat)? + pat.len();
-    let rest = &s[at..];
-    let colon = rest.find(':')?;
-    let len: usize = rest[..colon].parse().ok()?;
-    rest.get(colon + 1..colon + 1 + len).map(str::to_string)
-}
-
-fn ng(sock: &UdpSocket, to: SocketAddr, cookie: u32, dict: &[(&str, &str)]) -> Vec<u8> {
-    let mut msg = format!("{cookie} ").into_bytes();
-    msg.extend(bencode_dict(dict));
-    for _ in 0..3 {
-        sock.send_to(&msg, to).expect("NG send");
-        let mut buf = vec![0u8; 65536];
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let reply = &buf[..n];
-            let sp = reply.iter().position(|b| *b == b' ').unwrap_or(0);
-            return reply[sp + 1..].to_vec();
-        }
-    }
-    panic!("rtpengine did not answer NG request");
-}
-
-fn sdp(port: u16) -> String {
+fn sdp(port: u16, crypto: Option<&str>) -> String {
+    let (proto, extra) = match crypto {
+        Some(c) => ("RTP/SAVP", format!("a=crypto:{c}\r\n")),
+        None => ("RTP/AVP", String::new()),
+    };
     format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n{extra}"
     )
 }
 
@@ -408,120 +449,89 @@ fn sdp_port(sdp: &str) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Only the process started here, by its PID.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn sdp_crypto(sdp: &str) -> Option<SdesCrypto> {
+    sdp.lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .find_map(|v| SdesCrypto::parse(v).ok())
 }
 
 fn bench_rtpengine(args: &Args) -> Option<f64> {
-    let bin = ["/usr/bin/rtpengine", "/usr/sbin/rtpengine"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(bin) = bin else {
-        println!(
-            "   rtpengine: not installed (apt-get install rtpengine-daemon); comparison skipped"
-        );
-        return None;
-    };
-    let ng_port = 22222 + (std::process::id() % 1000) as u16;
     let lo = args.base_port - 10000;
-    let child = Command::new(bin)
-        .args([
-            "--foreground",
-            "--table=-1",
-            "--interface=127.0.0.1",
-            &format!("--listen-ng=127.0.0.1:{ng_port}"),
-            &format!("--port-min={lo}"),
-            &format!("--port-max={}", lo + (args.streams as u16) * 4 + 100),
-            "--log-stderr",
-            "--log-level=3",
-            "--no-fallback",
-            &format!(
-                "--num-threads={}",
-                args.rtpengine_threads.unwrap_or(args.workers)
-            ),
-            "--delete-delay=0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let daemon = Daemon(child);
-    let pid = daemon.0.id();
+    let r = ng::Rtpengine::start(
+        lo,
+        lo + (args.streams as u16) * 4 + 100,
+        args.rtpengine_threads.unwrap_or(args.workers),
+    )?;
+    let pid = r.pid();
     let ctl = UdpSocket::bind("127.0.0.1:0").expect("bind NG client");
     ctl.set_read_timeout(Some(Duration::from_millis(500))).ok();
-    let to: SocketAddr = format!("127.0.0.1:{ng_port}").parse().ok()?;
-    let mut up = false;
-    for i in 0..20 {
-        let mut msg = format!("{i} ").into_bytes();
-        msg.extend(bencode_dict(&[("command", "ping")]));
-        let _ = ctl.send_to(&msg, to);
-        let mut buf = [0u8; 256];
-        if ctl.recv_from(&mut buf).is_ok() {
-            up = true;
-            break;
-        }
-    }
-    if !up {
-        println!("   rtpengine: NG port did not answer; comparison skipped");
-        return None;
-    }
     let mut streams = Vec::new();
-    let mut cookie = 100u32;
+    let mut cookie = 100u64;
     for (i, (a, b)) in peers(args.streams).into_iter().enumerate() {
         let call = format!("bench-{i}");
         let pa = a.local_addr().ok()?.port();
         let pb = b.local_addr().ok()?.port();
+        let party = args.srtp.then(|| SdesCrypto::generate(1, SRTP_PROFILE));
+        let offer_sdp = sdp(pa, party.as_ref().map(SdesCrypto::to_attr_value).as_deref());
+        let mut offer_req = vec![
+            ("command", "offer"),
+            ("call-id", call.as_str()),
+            ("from-tag", "a"),
+            ("sdp", offer_sdp.as_str()),
+        ];
+        if args.srtp {
+            offer_req.push(("transport-protocol", "RTP/AVP"));
+        }
         cookie += 1;
-        let offer = ng(
-            &ctl,
-            to,
-            cookie,
-            &[
-                ("command", "offer"),
-                ("call-id", &call),
-                ("from-tag", "a"),
-                ("sdp", &sdp(pa)),
-            ],
-        );
-        let b_to = sdp_port(&bencode_get(&offer, "sdp")?)?;
+        let offer = ng::request(&ctl, r.ng, cookie, &offer_req)?;
+        let offer_out = ng::bencode_get(&offer, "sdp")?;
+        let b_to = sdp_port(&offer_out)?;
         cookie += 1;
-        let answer = ng(
+        let answer_sdp = sdp(pb, None);
+        let answer = ng::request(
             &ctl,
-            to,
+            r.ng,
             cookie,
             &[
                 ("command", "answer"),
                 ("call-id", &call),
                 ("from-tag", "a"),
                 ("to-tag", "b"),
-                ("sdp", &sdp(pb)),
+                ("sdp", &answer_sdp),
             ],
-        );
-        let a_to = sdp_port(&bencode_get(&answer, "sdp")?)?;
+        )?;
+        let answer_out = ng::bencode_get(&answer, "sdp")?;
+        let a_to = sdp_port(&answer_out)?;
+        let keys = match party {
+            Some(p) => {
+                let Some(relay) = sdp_crypto(&answer_out) else {
+                    println!("   rtpengine: no a=crypto in its answer to the SRTP side; skipped");
+                    return None;
+                };
+                Some((p.key_salt, relay.key_salt))
+            }
+            None => None,
+        };
         streams.push(Stream {
             a,
             b,
             a_to: SocketAddr::from(([127, 0, 0, 1], a_to)),
             b_to: SocketAddr::from(([127, 0, 0, 1], b_to)),
+            keys,
         });
     }
-    let mut o = run_load(args, &streams, &|| pid_cpu_ns(pid));
-    let r = report("rtpengine", &mut o);
-    drop(daemon);
-    Some(r)
+    let mut o = run_load(args, &streams, &|| ng::pid_cpu_ns(pid));
+    let res = report("rtpengine", &mut o);
+    drop(r);
+    Some(res)
 }
 
 fn main() {
     let args = parse_args();
     raise_nofile();
     println!(
-        "userspace relay benchmark: {} bidirectional streams x {} pkt/s each way = {} pkt/s offered, {} s measured (+1 s warm-up), {} worker(s), loopback",
+        "userspace relay benchmark{}: {} bidirectional streams x {} pkt/s each way = {} pkt/s offered, {} s measured (+1 s warm-up), {} worker(s), loopback",
+        if args.srtp { " (SDES-SRTP on side a <-> RTP on side b)" } else { "" },
         args.streams,
         args.pps,
         args.streams as u64 * 2 * u64::from(args.pps),

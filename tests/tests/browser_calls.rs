@@ -689,7 +689,6 @@ fn browser_calls_a_phone_and_hangs_up() {
 // hop of a stream flow takes the Request-URI destination), fails to resolve it and answers
 // 480; with that hop sent to the flow's address this test passes.
 #[test]
-#[ignore = "sbcd: in-dialog requests from the inside to a WebSocket client go to its Contact's .invalid host (480), not over its flow (S-01)"]
 fn phone_hangs_up_on_the_browser() {
     let _serial = lock();
     let Some(Setup {
@@ -726,7 +725,6 @@ fn phone_hangs_up_on_the_browser() {
 // hop of a stream flow takes the Request-URI destination), fails to resolve it and answers
 // 480; with that hop sent to the flow's address this test passes.
 #[test]
-#[ignore = "sbcd: in-dialog requests from the inside to a WebSocket client go to its Contact's .invalid host (480), not over its flow (S-01)"]
 fn phone_calls_the_registered_browser() {
     let _serial = lock();
     let Some(Setup {

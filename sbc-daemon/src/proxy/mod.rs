@@ -1159,21 +1159,20 @@ impl Proxy {
                 f.listener == src.listener && f.remote == src.remote && f.conn == src.conn
             };
             if let Some(flow) = flows.iter().find(|f| !same(f)).copied() {
-                let fallback = msg
-                    .request_uri()
-                    .and_then(|u| SipUri::parse(u).ok())
-                    .map(|u| uri_destination(&u).0);
-                let destination = match (flow.transport, fallback) {
-                    (Transport::Udp, _) | (_, None) => Destination::Addr(flow.remote),
-                    (_, Some(d)) => d,
-                };
-                let mut hop = Hop::to(destination, flow.transport, flow.listener);
+                // The flow's own address, whatever the Request-URI (the party's Contact, e.g.
+                // a browser's `.invalid` host) says (S-01). A WebSocket client cannot be
+                // connected to: if its connection is gone the request fails promptly.
+                let mut hop = Hop::to(
+                    Destination::Addr(flow.remote),
+                    flow.transport,
+                    flow.listener,
+                );
                 hop.flow = Some(FlowTarget {
                     conn: flow.conn,
                     source: flow,
                     aor: String::new(),
                     contact: String::new(),
-                    bound: false,
+                    bound: matches!(flow.transport, Transport::Ws | Transport::Wss),
                 });
                 return Plan::one(hop);
             }
