@@ -17,6 +17,8 @@
 //! The test installs aiortc into a venv under the cargo target dir (reused across runs; it
 //! fails with pip's output if the install fails).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -89,49 +91,7 @@ const PACKETS: usize = 5;
 const OUR_SSRC: u32 = 0x5342_4321;
 
 fn venv_python() -> PathBuf {
-    // The tests of this file run in parallel; one of them installs, the other waits.
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INSTALL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aiortc-venv");
-    let python = dir.join("bin").join("python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import aiortc"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ok(&python) {
-        return python;
-    }
-    let out = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (install python3, python3-venv): {e}"));
-    assert!(
-        out.status.success(),
-        "python3 -m venv failed (install python3-venv):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let req = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dtls_requirements.txt");
-    let out = Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "-r"])
-        .arg(&req)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pip: {e}"));
-    assert!(
-        out.status.success(),
-        "pip install -r {} failed:\n{}\n{}",
-        req.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(ok(&python), "aiortc still not importable after pip install");
-    python
+    common::venv_python("aiortc-venv", "tests/dtls_requirements.txt", "aiortc")
 }
 
 /// The aiortc process; killed by its own PID (`Child::kill`) when dropped.

@@ -15,9 +15,11 @@
 //!   test; the 30 s default is covered in `ice_stun.rs` with synthetic time) and the
 //!   selection is cleared.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -60,44 +62,7 @@ asyncio.run(main())
 "#;
 
 fn venv_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aioice-venv");
-    let python = dir.join("bin").join("python");
-    let ok = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import aioice"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ok(&python) {
-        return python;
-    }
-    let out = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (install python3, python3-venv): {e}"));
-    assert!(
-        out.status.success(),
-        "python3 -m venv failed (install python3-venv):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let req = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ice_requirements.txt");
-    let out = Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "-r"])
-        .arg(&req)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pip: {e}"));
-    assert!(
-        out.status.success(),
-        "pip install -r {} failed:\n{}\n{}",
-        req.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(ok(&python), "aioice still not importable after pip install");
-    python
+    common::venv_python("aioice-venv", "tests/ice_requirements.txt", "aioice")
 }
 
 #[test]
