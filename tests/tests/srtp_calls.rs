@@ -27,6 +27,32 @@ use portcullis_tests::TestEnv;
 
 const PACKETS: u32 = 60;
 
+/// The JSON line a scripted peer prints last, read field by field (flat objects only).
+struct PeerReport(String);
+
+impl PeerReport {
+    fn from_stdout(out: &str) -> Self {
+        PeerReport(out.lines().last().unwrap_or_default().to_string())
+    }
+
+    /// The raw JSON value of `key` (strings keep their quotes); empty when absent.
+    fn field(&self, key: &str) -> String {
+        let pat = format!("\"{key}\": ");
+        self.0
+            .split(&pat)
+            .nth(1)
+            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A numeric field; a missing or non-numeric one fails the test.
+    fn num(&self, key: &str) -> u64 {
+        self.field(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("peer report without a number for {key}: {}", self.0))
+    }
+}
+
 #[test]
 fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
     let test = "srtp_sdes_call";
@@ -92,31 +118,28 @@ fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
     }
     assert!(status.success(), "SRTP caller failed: {out}");
     uas_res.assert_success();
-    let line = out.lines().last().unwrap_or_default();
-    let field = |k: &str| -> String {
-        let pat = format!("\"{k}\": ");
-        line.split(&pat)
-            .nth(1)
-            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
-    };
+    let report = PeerReport::from_stdout(&out);
+    let line = &report.0;
     eprintln!("SRTP caller: {line}");
-    let num = |k: &str| field(k).parse::<u32>().unwrap_or(u32::MAX);
-    assert_eq!(field("answer_proto"), "\"RTP/SAVP\"", "{line}");
-    assert_eq!(field("answer_has_crypto"), "true", "{line}");
-    assert_eq!(num("sent"), PACKETS, "{line}");
+    assert_eq!(report.field("answer_proto"), "\"RTP/SAVP\"", "{line}");
+    assert_eq!(report.field("answer_has_crypto"), "true", "{line}");
+    assert_eq!(report.num("sent"), u64::from(PACKETS), "{line}");
     // Every packet came back through both directions of the bridge (loopback-class links;
     // a couple lost would still show the bridge works, none forged may appear).
-    assert!(num("echoed") >= PACKETS - 2, "{line}");
-    assert_eq!(num("unexpected"), 0, "forged packets were relayed: {line}");
-    assert_eq!(num("undecryptable"), 0, "{line}");
-    assert_eq!(num("forged_sent"), PACKETS, "{line}");
+    assert!(report.num("echoed") >= u64::from(PACKETS - 2), "{line}");
     assert_eq!(
-        num("attacker_got"),
+        report.num("unexpected"),
+        0,
+        "forged packets were relayed: {line}"
+    );
+    assert_eq!(report.num("undecryptable"), 0, "{line}");
+    assert_eq!(report.num("forged_sent"), u64::from(PACKETS), "{line}");
+    assert_eq!(
+        report.num("attacker_got"),
         0,
         "media moved to the attacker: {line}"
     );
-    assert_eq!(num("bye"), 200, "{line}");
+    assert_eq!(report.num("bye"), 200, "{line}");
 }
 
 #[test]
@@ -202,26 +225,23 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
     }
     assert!(status.success(), "WebRTC caller failed: {out}");
     uas_res.assert_success();
-    let line = out.lines().last().unwrap_or_default().to_string();
+    let report = PeerReport::from_stdout(&out);
+    let line = &report.0;
     eprintln!("WebRTC caller: {line}");
-    let field = |k: &str| -> String {
-        let pat = format!("\"{k}\": ");
-        line.split(&pat)
-            .nth(1)
-            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
-    };
-    let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
-    assert_eq!(field("answer_proto"), "\"UDP/TLS/RTP/SAVPF\"", "{line}");
-    assert_eq!(field("answer_ice_lite"), "true", "{line}");
-    assert_eq!(field("connection"), "\"connected\"", "{line}");
+    assert_eq!(
+        report.field("answer_proto"),
+        "\"UDP/TLS/RTP/SAVPF\"",
+        "{line}"
+    );
+    assert_eq!(report.field("answer_ice_lite"), "true", "{line}");
+    assert_eq!(report.field("connection"), "\"connected\"", "{line}");
     // ~3 s of 20 ms audio each way: aiortc sent ~150 and got the echo back.
-    assert!(num("packets_sent") >= 100, "{line}");
+    assert!(report.num("packets_sent") >= 100, "{line}");
     assert!(
-        num("packets_received") >= 80,
+        report.num("packets_received") >= 80,
         "echoed audio came back: {line}"
     );
-    assert_eq!(num("bye"), 200, "{line}");
+    assert_eq!(report.num("bye"), 200, "{line}");
     // On the outside link: the DTLS handshake and SRTP, never the callee's plain RTP (aiortc
     // sends silence, PCMA 0xd5 bytes, which the callee echoes: in the clear only inside).
     let is_rtp = |p: &&Vec<u8>| p.len() > 12 && (128..=191).contains(&p[0]);
@@ -380,33 +400,30 @@ fn plain_caller_reaches_a_webrtc_callee() {
     }
     uac_res.assert_success();
     assert!(status.success(), "WebRTC callee failed: {out}");
-    let line = out.lines().last().unwrap_or_default().to_string();
+    let report = PeerReport::from_stdout(&out);
+    let line = &report.0;
     eprintln!("WebRTC callee: {line}");
-    let field = |k: &str| -> String {
-        let pat = format!("\"{k}\": ");
-        line.split(&pat)
-            .nth(1)
-            .map(|r| r.split([',', '}']).next().unwrap_or("").trim().to_string())
-            .unwrap_or_default()
-    };
-    let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
-    assert_eq!(field("offer_proto"), "\"UDP/TLS/RTP/SAVPF\"", "{line}");
-    assert_eq!(field("offer_ice_lite"), "true", "{line}");
-    assert_eq!(field("connection"), "\"connected\"", "{line}");
     assert_eq!(
-        field("bye"),
+        report.field("offer_proto"),
+        "\"UDP/TLS/RTP/SAVPF\"",
+        "{line}"
+    );
+    assert_eq!(report.field("offer_ice_lite"), "true", "{line}");
+    assert_eq!(report.field("connection"), "\"connected\"", "{line}");
+    assert_eq!(
+        report.field("bye"),
         "true",
         "the phone's BYE reached the callee: {line}"
     );
     // g711a.pcap holds ~100 packets (2 s), the first ones may arrive before the DTLS
     // handshake ends (dropped); aiortc sent for ~3 s.
     assert!(
-        num("packets_received") >= 50,
+        report.num("packets_received") >= 50,
         "phone audio reached aiortc: {line}"
     );
-    assert!(num("packets_sent") >= 100, "{line}");
+    assert!(report.num("packets_sent") >= 100, "{line}");
     assert_eq!(
-        num("reinvites"),
+        report.num("reinvites"),
         1,
         "the hold re-INVITE reached the callee: {line}"
     );
@@ -420,9 +437,9 @@ fn plain_caller_reaches_a_webrtc_callee() {
         .filter(|p| p[12..].iter().all(|b| *b == 0xd5))
         .count() as u64;
     assert!(
-        silence_inside * 10 >= num("packets_sent") * 8,
+        silence_inside * 10 >= report.num("packets_sent") * 8,
         "aiortc sent {} packets, {silence_inside} reached the phone",
-        num("packets_sent")
+        report.num("packets_sent")
     );
     let rtp_out: Vec<&Vec<u8>> = outside.iter().filter(is_rtp).collect();
     let rtp_in: std::collections::HashSet<&[u8]> =
