@@ -225,7 +225,12 @@ impl Keyed {
         let mut salt = [0u8; 14];
         salt[..want].copy_from_slice(&keys.salt);
         let transform = match profile {
-            SrtpProfile::AeadAes128Gcm => Transform::Gcm(Gcm::new(&keys.enc_key)),
+            SrtpProfile::AeadAes128Gcm => {
+                Transform::Gcm(Gcm::new(&keys.enc_key).ok_or(SrtpError::KeyLength {
+                    expected: 16,
+                    got: keys.enc_key.len(),
+                })?)
+            }
             _ => {
                 if keys.auth_key.len() != 20 {
                     return Err(SrtpError::KeyLength {
