@@ -69,6 +69,8 @@ pub struct ProxySettings {
     pub udp_mtu_threshold: usize,
     pub server_name: String,
     pub policies: HashMap<String, InterfacePolicy>,
+    /// `policy.hide_hosts` of each interface, parsed once.
+    pub(crate) hidden_hosts: HashMap<String, topology::HostPatterns>,
 }
 
 impl ProxySettings {
@@ -85,6 +87,16 @@ impl ProxySettings {
                 .interfaces
                 .iter()
                 .map(|i| (i.name.clone(), i.policy.clone()))
+                .collect(),
+            hidden_hosts: cfg
+                .interfaces
+                .iter()
+                .map(|i| {
+                    (
+                        i.name.clone(),
+                        topology::HostPatterns::parse(&i.policy.hide_hosts),
+                    )
+                })
                 .collect(),
         }
     }

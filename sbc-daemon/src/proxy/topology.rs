@@ -347,14 +347,14 @@ pub(super) fn mask_ipv4(text: &str, with: &str) -> String {
 /// Host names and networks of the other side that must not appear on a hiding interface
 /// (`policy.hide_hosts`).
 #[derive(Debug, Clone, Default)]
-pub(super) struct HostPatterns {
+pub(crate) struct HostPatterns {
     names: Vec<String>,
     nets: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl HostPatterns {
     /// From validated configuration strings (anything else is ignored).
-    pub(super) fn parse(list: &[String]) -> HostPatterns {
+    pub(crate) fn parse(list: &[String]) -> HostPatterns {
         let mut p = HostPatterns::default();
         for item in list {
             if let Some((ip, len)) = item.split_once('/') {
@@ -479,12 +479,12 @@ impl Proxy {
     /// SBC's address on `x`; the interface's `hide_hosts` replaced in the Request-URI,
     /// From, To and every other non-routing header.
     pub(super) fn mask_informational_headers(&self, msg: &mut SipMessage, x: &ListenerInfo) {
+        let none = HostPatterns::default();
         let patterns = self
             .settings
-            .policies
+            .hidden_hosts
             .get(&x.interface)
-            .map(|p| HostPatterns::parse(&p.hide_hosts))
-            .unwrap_or_default();
+            .unwrap_or(&none);
         let with = x.advertised_host.as_str();
         let hits: Vec<(usize, String)> = msg
             .headers()
