@@ -465,6 +465,13 @@ fn worker_loop(
                     if let Some(t) = transforms.get_mut(&local) {
                         let verdict = t.inbound(now_i, src, payload);
                         table.set_transform_destination(local, t.destination());
+                        // Its answers (STUN, DTLS flights) go out at once.
+                        while let Some((to, data)) = t.poll_transmit() {
+                            match s.sock.send_to(&data, to) {
+                                Ok(_) => sent += 1,
+                                Err(_) => failed += 1,
+                            }
+                        }
                         if let TransformInbound::Media { plain, source } = verdict {
                             match table.handle(local, source, &plain, now) {
                                 Verdict::Forward { from, to } => owned.push((from, to, plain)),
@@ -497,11 +504,19 @@ fn worker_loop(
                     }
                 }
                 if let Some(from) = egress {
-                    let efd = by_local
-                        .get(&from)
-                        .and_then(|t| socks.get(t))
-                        .map(|s| s.sock.as_raw_fd());
+                    let esock = by_local.get(&from).and_then(|t| socks.get(t));
+                    let efd = esock.map(|s| s.sock.as_raw_fd());
                     match efd {
+                        // One datagram (the common case at tens of packets/s per stream):
+                        // sendto is cheaper than building a sendmmsg vector for one.
+                        Some(_) if out.len() == 1 => {
+                            let (i, to) = out[0];
+                            match esock.map(|s| s.sock.send_to(batch.payload(i), to)) {
+                                Some(Ok(_)) => sent += 1,
+                                _ => failed += 1,
+                            }
+                            syscalls += 1;
+                        }
                         Some(efd) => {
                             let items: Vec<(&[u8], SocketAddr)> =
                                 out.iter().map(|(i, to)| (batch.payload(*i), *to)).collect();
@@ -537,8 +552,11 @@ fn worker_loop(
                 }
             }
         }
-        // Timers and own datagrams (STUN answers, DTLS flights) of the secure legs.
-        if !st.transforms.is_empty() {
+        // Timers of the secure legs (DTLS retransmissions, ICE consent: second-scale, so the
+        // relay tick is fine-grained enough) and what they queued meanwhile. Not per batch:
+        // that would visit every secure leg per packet.
+        let ticked = now.saturating_sub(last_tick) >= tick_ns;
+        if ticked && !st.transforms.is_empty() {
             let now_i = Instant::now();
             let WorkerState {
                 table,
@@ -560,7 +578,6 @@ fn worker_loop(
                 }
             }
         }
-        let ticked = now.saturating_sub(last_tick) >= tick_ns;
         if ticked {
             st.table.tick(now);
             last_tick = now;
