@@ -3,14 +3,17 @@
 //! every call.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use media_engine::datapath::TransformInbound;
 use media_engine::datapath::{
     pairs_from_plan, Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy,
     LegTransform, PairId,
 };
-use media_engine::secure::{LegSecurity, SecureLeg};
+use media_engine::secure::{Inbound, LegSecurity, SecureEvent, SecureLeg, SecureStats};
 use portcullis_config::{Config, DatapathChoice};
 use tracing::{debug, warn};
 
@@ -49,6 +52,8 @@ fn side_security(plan: &media_engine::StreamPlan) -> [SideSecurity; 2] {
 pub struct MediaRelay {
     datapath: Datapath,
     metrics: Arc<Metrics>,
+    /// What the secure legs of every call counted (for metrics).
+    secure: Arc<SecureTotals>,
     /// Packets and bytes of pairs already removed.
     released: Mutex<(u64, u64)>,
     /// Relay pairs per Call-ID, with the packets (a->b, b->a) each pair position relayed
@@ -100,6 +105,7 @@ impl MediaRelay {
         Some(MediaRelay {
             datapath,
             metrics: metrics.clone(),
+            secure: Arc::new(SecureTotals::default()),
             released: Mutex::new((0, 0)),
             calls: Mutex::new(HashMap::new()),
             learn,
@@ -181,7 +187,7 @@ impl MediaRelay {
                             }
                             None => (0, 0),
                         };
-                        let transforms = secure_transforms(&call_id, plan, &spec);
+                        let transforms = secure_transforms(&call_id, plan, &spec, &self.secure);
                         match self.datapath.create_pair_with(spec, transforms) {
                             Ok(id) => pairs.push(CallPair {
                                 id,
@@ -247,6 +253,11 @@ impl MediaRelay {
             .unwrap_or(0)
     }
 
+    /// Totals of the secure legs (SRTP/DTLS/ICE) since start.
+    pub fn secure_totals(&self) -> SecureSnapshot {
+        self.secure.snapshot()
+    }
+
     /// Relay pairs in use by where they are forwarded: (both directions in XDP, the rest).
     pub fn pairs_by_datapath(&self) -> (usize, usize) {
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,6 +287,7 @@ fn secure_transforms(
     call_id: &str,
     plan: &media_engine::StreamPlan,
     spec: &media_engine::datapath::FlowPairSpec,
+    totals: &Arc<SecureTotals>,
 ) -> [Option<Box<dyn LegTransform>>; 2] {
     let peers = [spec.a.peer, spec.b.peer];
     let mut out: [Option<Box<dyn LegTransform>>; 2] = [None, None];
@@ -294,7 +306,13 @@ fn secure_transforms(
             (None, None) => continue,
         };
         match SecureLeg::new(security, peers[i], std::time::Instant::now()) {
-            Ok(leg) => out[i] = Some(Box::new(leg)),
+            Ok(leg) => {
+                out[i] = Some(Box::new(MeteredLeg {
+                    leg,
+                    totals: totals.clone(),
+                    last: SecureStats::default(),
+                }))
+            }
             Err(e) => {
                 warn!(call_id, error = %e, "SRTP leg cannot be set up; its media is dropped");
                 out[i] = Some(Box::new(DropAll));
@@ -302,6 +320,115 @@ fn secure_transforms(
         }
     }
     out
+}
+
+/// Counters of all secure legs, shared with the relay workers.
+#[derive(Debug, Default)]
+pub struct SecureTotals {
+    dtls_connected: AtomicU64,
+    dtls_failed: AtomicU64,
+    consent_expired: AtomicU64,
+    auth_failures: AtomicU64,
+    replays: AtomicU64,
+    dtls_rejected: AtomicU64,
+    hello_rejected: AtomicU64,
+}
+
+/// A copy of [`SecureTotals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecureSnapshot {
+    pub dtls_connected: u64,
+    pub dtls_failed: u64,
+    pub consent_expired: u64,
+    /// SRTP/SRTCP with a bad authentication tag (from any source).
+    pub auth_failures: u64,
+    pub replays: u64,
+    /// DTLS datagrams from sources not accepted (S-23), ClientHellos included.
+    pub dtls_rejected: u64,
+    pub hello_rejected: u64,
+}
+
+impl SecureTotals {
+    fn snapshot(&self) -> SecureSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SecureSnapshot {
+            dtls_connected: g(&self.dtls_connected),
+            dtls_failed: g(&self.dtls_failed),
+            consent_expired: g(&self.consent_expired),
+            auth_failures: g(&self.auth_failures),
+            replays: g(&self.replays),
+            dtls_rejected: g(&self.dtls_rejected),
+            hello_rejected: g(&self.hello_rejected),
+        }
+    }
+}
+
+/// A secure leg that reports what it counted to [`SecureTotals`]: its events (handshakes,
+/// consent) and the growth of its drop counters.
+struct MeteredLeg {
+    leg: SecureLeg,
+    totals: Arc<SecureTotals>,
+    last: SecureStats,
+}
+
+impl MeteredLeg {
+    fn account(&mut self) {
+        let t = &self.totals;
+        while let Some(ev) = self.leg.poll_event() {
+            match ev {
+                SecureEvent::DtlsConnected => t.dtls_connected.fetch_add(1, Ordering::Relaxed),
+                SecureEvent::DtlsFailed(_) => t.dtls_failed.fetch_add(1, Ordering::Relaxed),
+                SecureEvent::ConsentExpired => t.consent_expired.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
+        let now = self.leg.stats();
+        let add = |a: &AtomicU64, new: u64, old: u64| {
+            if new > old {
+                a.fetch_add(new - old, Ordering::Relaxed);
+            }
+        };
+        add(&t.auth_failures, now.auth_failures, self.last.auth_failures);
+        add(&t.replays, now.replays, self.last.replays);
+        add(&t.dtls_rejected, now.dtls_rejected, self.last.dtls_rejected);
+        add(
+            &t.hello_rejected,
+            now.hello_rejected,
+            self.last.hello_rejected,
+        );
+        self.last = now;
+    }
+}
+
+impl LegTransform for MeteredLeg {
+    fn inbound(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> TransformInbound {
+        let r = match self.leg.handle_inbound(now, src, data) {
+            Inbound::Media { plain, source } => TransformInbound::Media { plain, source },
+            Inbound::Consumed => TransformInbound::Consumed,
+            Inbound::Dropped(_) => TransformInbound::Dropped,
+        };
+        if !matches!(r, TransformInbound::Media { .. }) {
+            // Drops and handshake steps are rare; media is counted by the relay itself.
+            self.account();
+        }
+        r
+    }
+    fn outbound(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.leg.protect_outbound(plain)
+    }
+    fn destination(&self) -> Option<SocketAddr> {
+        self.leg.destination()
+    }
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.leg.poll_transmit()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.leg.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.leg.handle_timeout(now);
+        self.account();
+    }
 }
 
 /// A transform that relays nothing (a secure leg whose keys are unusable).

@@ -51,6 +51,11 @@ struct TrunkLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatapathLabel {
     datapath: String,
 }
@@ -155,6 +160,10 @@ pub struct Metrics {
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
     media_streams: Family<DatapathLabel, Gauge>,
+    dtls_handshakes: Family<ResultLabel, Counter>,
+    secure_drops: Family<ReasonLabel, Counter>,
+    hellos_rejected: Counter,
+    consent_expired: Counter,
     media_streams_ended: Family<KindLabel, Counter>,
     trunk_address: Family<TrunkAddressLabel, Gauge>,
     dns_lookups: Family<TrunkResultLabel, Counter>,
@@ -214,6 +223,30 @@ impl Metrics {
         let media_timeouts = Counter::default();
         let media_xdp = Family::<OutcomeLabel, Counter>::default();
         let media_streams = Family::<DatapathLabel, Gauge>::default();
+        let dtls_handshakes = Family::<ResultLabel, Counter>::default();
+        let secure_drops = Family::<ReasonLabel, Counter>::default();
+        let hellos_rejected = Counter::default();
+        let consent_expired = Counter::default();
+        registry.register(
+            "sbc_media_dtls_handshakes",
+            "DTLS-SRTP handshakes of the relay's WebRTC legs by result (connected, failed: wrong fingerprint, timeout, alert)",
+            dtls_handshakes.clone(),
+        );
+        registry.register(
+            "sbc_media_secure_drops",
+            "Packets dropped by the relay's SRTP legs: reason=auth_failed (bad SRTP/SRTCP tag), replay, dtls_source (DTLS from a source that did not pass ICE or is not the SDP address, S-23)",
+            secure_drops.clone(),
+        );
+        registry.register(
+            "sbc_media_dtls_hellos_rejected",
+            "DTLS ClientHellos dropped because of their source (S-23 hello race)",
+            hellos_rejected.clone(),
+        );
+        registry.register(
+            "sbc_media_ice_consent_expired",
+            "WebRTC legs whose ICE consent expired (RFC 7675): media to them stopped",
+            consent_expired.clone(),
+        );
         let media_streams_ended = Family::<KindLabel, Counter>::default();
         registry.register(
             "sbc_media_streams",
@@ -421,6 +454,10 @@ impl Metrics {
             dead_flows,
             trunk_up,
             media_streams,
+            dtls_handshakes,
+            secure_drops,
+            hellos_rejected,
+            consent_expired,
             media_streams_ended,
             trunk_address,
             dns_lookups,
@@ -651,6 +688,33 @@ impl Metrics {
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Totals of the relay's secure legs (monotonic; counters follow them).
+    pub fn media_secure(&self, t: crate::media_relay::SecureSnapshot) {
+        let follow = |c: &Counter, total: u64| {
+            let cur = c.get();
+            if total > cur {
+                c.inc_by(total - cur);
+            }
+        };
+        let result = |r: &str| {
+            self.dtls_handshakes.get_or_create(&ResultLabel {
+                result: r.to_string(),
+            })
+        };
+        follow(&result("connected"), t.dtls_connected);
+        follow(&result("failed"), t.dtls_failed);
+        let reason = |r: &str| {
+            self.secure_drops.get_or_create(&ReasonLabel {
+                reason: r.to_string(),
+            })
+        };
+        follow(&reason("auth_failed"), t.auth_failures);
+        follow(&reason("replay"), t.replays);
+        follow(&reason("dtls_source"), t.dtls_rejected);
+        follow(&self.hellos_rejected, t.hello_rejected);
+        follow(&self.consent_expired, t.consent_expired);
     }
 
     /// A relay pair was released at the end of its call.

@@ -457,6 +457,7 @@ pub async fn run(
                 s.metrics.media_relayed(p, b);
                 let (xdp, user) = m.pairs_by_datapath();
                 s.metrics.media_streams(xdp, user);
+                s.metrics.media_secure(m.secure_totals());
                 for (outcome, n) in m.xdp_outcomes().unwrap_or_default() {
                     s.metrics.media_xdp(outcome, n);
                 }

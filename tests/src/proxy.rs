@@ -565,3 +565,23 @@ impl Proxy {
         self.process.ensure_running()
     }
 }
+
+/// One sample of sbcd's `/metrics` (on 127.0.0.1:9090 in namespace `ns`), by its full name
+/// with labels as exposed, e.g. `sbc_trunk_up{trunk="core-a"}`; `None` if absent.
+pub fn sbcd_metric(ns: &str, name: &str) -> Option<f64> {
+    let out = crate::netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9090/metrics",
+        ],
+    )
+    .ok()?;
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}

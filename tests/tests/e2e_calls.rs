@@ -617,21 +617,7 @@ fn failover_first_upstream_503() {
 }
 
 fn sbc_metric(ns: &str, name: &str) -> Option<f64> {
-    let out = portcullis_tests::netns::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9090/metrics",
-        ],
-    )
-    .ok()?;
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
+    portcullis_tests::proxy::sbcd_metric(ns, name)
 }
 
 /// (f3) OPTIONS probing (S-28): the first member answers probes, then stops; it is marked

@@ -15,22 +15,7 @@ use portcullis_tests::TestEnv;
 const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 
 fn metric_value(ns: &str, name: &str) -> f64 {
-    let out = portcullis_tests::netns::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9090/metrics",
-        ],
-    )
-    .unwrap_or_default();
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    portcullis_tests::proxy::sbcd_metric(ns, name).unwrap_or(0.0)
 }
 
 /// Runs `f` on a thread inside network namespace `ns` (XDP attaches in the caller's

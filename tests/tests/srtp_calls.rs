@@ -140,6 +140,17 @@ fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
         "media moved to the attacker: {line}"
     );
     assert_eq!(report.num("bye"), 200, "{line}");
+    // The forged packets are counted as authentication failures (metrics tick every second).
+    let metric = |name: &str| portcullis_tests::proxy::sbcd_metric(&sbc_ns, name).unwrap_or(0.0);
+    wait_until("secure drops counted", Duration::from_secs(5), || {
+        Ok(metric("sbc_media_secure_drops_total{reason=\"auth_failed\"}") >= f64::from(PACKETS))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            metric("sbc_media_secure_drops_total{reason=\"auth_failed\"}")
+        )
+    });
 }
 
 #[test]
@@ -242,6 +253,15 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
         "echoed audio came back: {line}"
     );
     assert_eq!(report.num("bye"), 200, "{line}");
+    let metric = |name: &str| portcullis_tests::proxy::sbcd_metric(&sbc_ns, name).unwrap_or(0.0);
+    wait_until("handshake counted", Duration::from_secs(5), || {
+        Ok(metric("sbc_media_dtls_handshakes_total{result=\"connected\"}") >= 1.0)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        metric("sbc_media_dtls_handshakes_total{result=\"failed\"}"),
+        0.0
+    );
     // On the outside link: the DTLS handshake and SRTP, never the callee's plain RTP (aiortc
     // sends silence, PCMA 0xd5 bytes, which the callee echoes: in the clear only inside).
     let is_rtp = |p: &&Vec<u8>| p.len() > 12 && (128..=191).contains(&p[0]);
