@@ -748,6 +748,20 @@ fn sbc_metrics_text(ns: &str) -> String {
     .unwrap_or_default()
 }
 
+/// Waits until sbcd's `sbc_trunk_address` lists `addr`/`transport` for `trunk`.
+fn wait_trunk_address(env: &TestEnv, sbc_ns: &str, trunk: &str, addr: &str, transport: &str) {
+    let want = format!(
+        "sbc_trunk_address{{trunk=\"{trunk}\",address=\"{addr}\",transport=\"{transport}\"}} 1"
+    );
+    portcullis_tests::env::wait_until("trunk resolved", Duration::from_secs(10), || {
+        Ok(sbc_metrics_text(sbc_ns).contains(&want))
+    })
+    .unwrap_or_else(|e| {
+        env.dump_logs();
+        panic!("{e}")
+    });
+}
+
 /// (d1) RFC 3263 SRV (S-11): the trunk is a name with a transport and no port; dnsmasq
 /// serves `_sip._udp.core.test` with two targets. The priority-10 target answers 503, the
 /// proxy fails over to the priority-20 target, where the calls complete. The resolved
@@ -780,15 +794,7 @@ fn srv_trunk_fails_over_between_srv_targets() {
     };
     let mut proxy = Proxy::start(&mut env, kind, &names.sbc, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    portcullis_tests::env::wait_until("trunk resolved", Duration::from_secs(10), || {
-        Ok(sbc_metrics_text(&names.sbc).contains(&format!(
-            "sbc_trunk_address{{trunk=\"core\",address=\"{CORE_IP}:5060\",transport=\"udp\"}} 1"
-        )))
-    })
-    .unwrap_or_else(|e| {
-        env.dump_logs();
-        panic!("{e}")
-    });
+    wait_trunk_address(&env, &names.sbc, "core", &format!("{CORE_IP}:5060"), "udp");
     let text = sbc_metrics_text(&names.sbc);
     assert!(
         text.contains(&format!(
@@ -870,15 +876,7 @@ fn naptr_trunk_selects_tcp() {
     };
     let mut proxy = Proxy::start(&mut env, kind, &names.sbc, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    portcullis_tests::env::wait_until("trunk resolved", Duration::from_secs(10), || {
-        Ok(sbc_metrics_text(&names.sbc).contains(&format!(
-            "sbc_trunk_address{{trunk=\"pbx\",address=\"{CORE_IP}:5060\",transport=\"tcp\"}} 1"
-        )))
-    })
-    .unwrap_or_else(|e| {
-        env.dump_logs();
-        panic!("{e}")
-    });
+    wait_trunk_address(&env, &names.sbc, "pbx", &format!("{CORE_IP}:5060"), "tcp");
     let (uac, uas) = run_pair(
         &mut env,
         &names,

@@ -53,6 +53,86 @@ impl PeerReport {
     }
 }
 
+/// sbcd with media anchored (userspace relay) and these `media.profile`s on the outside and
+/// inside interfaces, routing everything from outside to the core.
+fn bridged_sbcd(env: &mut TestEnv, sbc_ns: &str, profiles: [Option<&'static str>; 2]) -> Proxy {
+    let spec = ProxySpec {
+        t1_ms: 500,
+        media: Some(MediaSpec {
+            datapath: "userspace",
+            xdp_interfaces: Vec::new(),
+            timeout_s: None,
+            profiles,
+        }),
+        ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
+    };
+    Proxy::start(env, ProxyKind::Sbcd, sbc_ns, spec, None)
+        .unwrap_or_else(|e| panic!("starting sbcd: {e}"))
+}
+
+/// A sipp callee inside answering `scenario` and echoing the RTP it gets.
+fn echo_callee(env: &mut TestEnv, in_ns: &str, scenario: &str, vars: &[(String, String)]) -> Sipp {
+    let scn = render(scenario, vars, &env.dir).expect("render uas");
+    let mut cfg = SippConfig::uas("uas", in_ns, scn, CORE_IP, Transport::Udp);
+    cfg.extra_args = vec![
+        "-mi".into(),
+        CORE_IP.to_string(),
+        "-mp".into(),
+        "20000".into(),
+        "-rtp_echo".into(),
+    ];
+    cfg.timeout = Duration::from_secs(60);
+    Sipp::start(env, cfg).expect("start uas")
+}
+
+/// Runs a scripted Python peer (tests/python) in `ns` to completion; its exit success and
+/// stdout.
+fn run_peer(
+    env: &mut TestEnv,
+    ns: &str,
+    python: &std::path::Path,
+    script: &str,
+    args: &[String],
+) -> (bool, String) {
+    let path = portcullis_tests::python::scripts_dir().join(script);
+    let mut all = vec![path.display().to_string()];
+    all.extend(args.iter().cloned());
+    let idx = env
+        .spawn(
+            &Spec::new(script.trim_end_matches(".py"), python.display().to_string())
+                .netns(ns)
+                .args(all),
+        )
+        .unwrap_or_else(|e| panic!("start {script}: {e}"));
+    let status = env
+        .process(idx)
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{script} did not finish: {e}"));
+    (status.success(), env.process(idx).stdout_text())
+}
+
+/// Captures of the relay ports on both links (outside 30000-30999, inside 31000-31999).
+fn media_captures(env: &mut TestEnv, sbc_ns: &str) -> (Capture, Capture) {
+    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let outside = Capture::start_filtered(
+        env,
+        sbc_ns,
+        &[&out_dev],
+        "udp portrange 30000-30999",
+        "media",
+    )
+    .expect("start capture");
+    let inside = Capture::start_filtered(
+        env,
+        sbc_ns,
+        &[&in_dev],
+        "udp portrange 31000-31999",
+        "media",
+    )
+    .expect("start capture");
+    (outside, inside)
+}
+
 #[test]
 fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
     let test = "srtp_sdes_call";
@@ -69,54 +149,29 @@ fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
         env.topo.sbc.name().to_string(),
         env.topo.inside.name().to_string(),
     );
-    let spec = ProxySpec {
-        t1_ms: 500,
-        media: Some(MediaSpec {
-            datapath: "userspace",
-            xdp_interfaces: Vec::new(),
-            timeout_s: None,
-            profiles: [None, Some("plain")],
-        }),
-        ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
-    };
-    let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
-        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    let vars = vec![("PCAP".to_string(), String::new())];
-    let uas_scn = render("media_uas.xml", &vars, &env.dir).expect("render uas");
-    let mut uas_cfg = SippConfig::uas("uas", &in_ns, uas_scn, CORE_IP, Transport::Udp);
-    uas_cfg.extra_args = vec![
-        "-mi".into(),
-        CORE_IP.to_string(),
-        "-mp".into(),
-        "20000".into(),
-        "-rtp_echo".into(),
-    ];
-    uas_cfg.timeout = Duration::from_secs(60);
-    let uas = Sipp::start(&mut env, uas_cfg).expect("start uas");
-
-    let script = portcullis_tests::python::scripts_dir().join("sdes_caller.py");
-    let idx = env
-        .spawn(
-            &Spec::new("sdes-caller", python.display().to_string())
-                .netns(&out_ns)
-                .args([
-                    script.display().to_string(),
-                    SBC_OUTSIDE_IP.to_string(),
-                    CLIENT_IP.to_string(),
-                    PACKETS.to_string(),
-                ]),
-        )
-        .expect("start the SRTP caller");
-    let status = env
-        .process(idx)
-        .wait_timeout(Duration::from_secs(60))
-        .expect("SRTP caller finished");
-    let out = env.process(idx).stdout_text();
+    let _proxy = bridged_sbcd(&mut env, &sbc_ns, [None, Some("plain")]);
+    let uas = echo_callee(
+        &mut env,
+        &in_ns,
+        "media_uas.xml",
+        &[("PCAP".to_string(), String::new())],
+    );
+    let (ok, out) = run_peer(
+        &mut env,
+        &out_ns,
+        &python,
+        "sdes_caller.py",
+        &[
+            SBC_OUTSIDE_IP.to_string(),
+            CLIENT_IP.to_string(),
+            PACKETS.to_string(),
+        ],
+    );
     let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
-    if !status.success() || uas_res.exit_code != Some(0) {
+    if !ok || uas_res.exit_code != Some(0) {
         env.dump_logs();
     }
-    assert!(status.success(), "SRTP caller failed: {out}");
+    assert!(ok, "SRTP caller failed: {out}");
     uas_res.assert_success();
     let report = PeerReport::from_stdout(&out);
     let line = &report.0;
@@ -170,71 +225,27 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
         env.topo.sbc.name().to_string(),
         env.topo.inside.name().to_string(),
     );
-    let spec = ProxySpec {
-        t1_ms: 500,
-        media: Some(MediaSpec {
-            datapath: "userspace",
-            xdp_interfaces: Vec::new(),
-            timeout_s: None,
-            profiles: [Some("webrtc"), Some("plain")],
-        }),
-        ..ProxySpec::standard(vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)])
-    };
-    let _proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
-        .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
-    let capture = Capture::start_filtered(
+    let _proxy = bridged_sbcd(&mut env, &sbc_ns, [Some("webrtc"), Some("plain")]);
+    let (capture, inside_capture) = media_captures(&mut env, &sbc_ns);
+    let uas = echo_callee(&mut env, &in_ns, "webrtc_uas.xml", &[]);
+    let (ok, out) = run_peer(
         &mut env,
-        &sbc_ns,
-        &[&out_dev],
-        "udp portrange 30000-30999",
-        "media",
-    )
-    .expect("start capture");
-    let inside_capture = Capture::start_filtered(
-        &mut env,
-        &sbc_ns,
-        &[&in_dev],
-        "udp portrange 31000-31999",
-        "media",
-    )
-    .expect("start capture");
-    let uas_scn = render("webrtc_uas.xml", &[], &env.dir).expect("render uas");
-    let mut uas_cfg = SippConfig::uas("uas", &in_ns, uas_scn, CORE_IP, Transport::Udp);
-    uas_cfg.extra_args = vec![
-        "-mi".into(),
-        CORE_IP.to_string(),
-        "-mp".into(),
-        "20000".into(),
-        "-rtp_echo".into(),
-    ];
-    uas_cfg.timeout = Duration::from_secs(60);
-    let uas = Sipp::start(&mut env, uas_cfg).expect("start uas");
-    let script = portcullis_tests::python::scripts_dir().join("webrtc_caller.py");
-    let idx = env
-        .spawn(
-            &Spec::new("webrtc-caller", python.display().to_string())
-                .netns(&out_ns)
-                .args([
-                    script.display().to_string(),
-                    SBC_OUTSIDE_IP.to_string(),
-                    CLIENT_IP.to_string(),
-                    "3".to_string(),
-                ]),
-        )
-        .expect("start the WebRTC caller");
-    let status = env
-        .process(idx)
-        .wait_timeout(Duration::from_secs(60))
-        .expect("WebRTC caller finished");
-    let out = env.process(idx).stdout_text();
+        &out_ns,
+        &python,
+        "webrtc_caller.py",
+        &[
+            SBC_OUTSIDE_IP.to_string(),
+            CLIENT_IP.to_string(),
+            "3".to_string(),
+        ],
+    );
     let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
     let outside = capture.finish_payloads().expect("read capture");
     let inside = inside_capture.finish_payloads().expect("read capture");
-    if !status.success() || uas_res.exit_code != Some(0) {
+    if !ok || uas_res.exit_code != Some(0) {
         env.dump_logs();
     }
-    assert!(status.success(), "WebRTC caller failed: {out}");
+    assert!(ok, "WebRTC caller failed: {out}");
     uas_res.assert_success();
     let report = PeerReport::from_stdout(&out);
     let line = &report.0;
@@ -353,23 +364,7 @@ fn plain_caller_reaches_a_webrtc_callee() {
         env.dump_logs();
         panic!("{e}")
     });
-    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
-    let capture = Capture::start_filtered(
-        &mut env,
-        &sbc_ns,
-        &[&out_dev],
-        "udp portrange 30000-30999",
-        "media",
-    )
-    .expect("start capture");
-    let inside_capture = Capture::start_filtered(
-        &mut env,
-        &sbc_ns,
-        &[&in_dev],
-        "udp portrange 31000-31999",
-        "media",
-    )
-    .expect("start capture");
+    let (capture, inside_capture) = media_captures(&mut env, &sbc_ns);
     let script = portcullis_tests::python::scripts_dir().join("webrtc_callee.py");
     let callee = env
         .spawn(
