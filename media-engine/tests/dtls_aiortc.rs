@@ -19,11 +19,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use media_engine::dtls::{
@@ -94,30 +92,8 @@ fn venv_python() -> PathBuf {
     common::venv_python("aiortc-venv", "tests/dtls_requirements.txt", "aiortc")
 }
 
-/// The aiortc process; killed by its own PID (`Child::kill`) when dropped.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Peer {
-    fn poll(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-    }
-    fn output(&self) -> String {
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The aiortc process.
+type Peer = common::LinePeer;
 
 fn spawn_peer(
     python: &Path,
@@ -132,39 +108,20 @@ fn spawn_peer(
     // aiortc wants the bare hex value (its algorithm is given separately).
     let sdp = our_fp.to_sdp();
     let hex = sdp.split_once(' ').map(|(_, h)| h).unwrap_or_default();
-    let mut child = Command::new(python)
-        .arg(&script)
-        .arg(port.to_string())
-        .arg(ufrag)
-        .arg(pwd)
-        .arg(hex)
-        .arg(match aiortc_role {
-            Role::Client => "client",
-            Role::Server => "server",
-        })
-        .arg(PACKETS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = mpsc::channel();
-    fn pipe(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    pipe(child.stdout.take().unwrap(), tx.clone());
-    pipe(child.stderr.take().unwrap(), tx);
-    Peer {
-        child,
-        lines,
-        seen: Vec::new(),
-    }
+    Peer::spawn(
+        Command::new(python)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(ufrag)
+            .arg(pwd)
+            .arg(hex)
+            .arg(match aiortc_role {
+                Role::Client => "client",
+                Role::Server => "server",
+            })
+            .arg(PACKETS.to_string())
+            .stdin(Stdio::null()),
+    )
 }
 
 struct Run {

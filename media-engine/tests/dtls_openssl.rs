@@ -15,11 +15,11 @@
 //!
 //! Needs `openssl` on PATH (Debian package `openssl`); fails with that message otherwise.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use media_engine::dtls::{
@@ -112,63 +112,12 @@ fn exported_len(p: SrtpProfile) -> usize {
     2 * (p.master_key_len() + p.master_salt_len())
 }
 
-/// A running openssl process whose output lines (stdout and stderr) arrive on a channel;
-/// killed (by its own PID, via `Child::kill`) when dropped.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+/// A running openssl process.
+type Peer = common::LinePeer;
 
-impl Peer {
-    fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        fn pipe(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        pipe(child.stdout.take().unwrap(), tx.clone());
-        pipe(child.stderr.take().unwrap(), tx);
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn poll(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-    }
-
-    fn find(&self, prefix: &str) -> Option<String> {
-        self.seen
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|s| s.trim().to_owned()))
-    }
-
-    fn output(&self) -> String {
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts openssl with its stdin held open (s_client/s_server quit at end of input).
+fn spawn_openssl(cmd: &mut Command) -> Peer {
+    Peer::spawn(cmd.stdin(Stdio::piped()))
 }
 
 /// Drives `ep` over `sock` until it reports an event and `done(peer)` holds, or 20 s pass.
@@ -303,7 +252,7 @@ fn our_server_with_openssl_client() {
             Instant::now(),
         )
         .unwrap();
-        let mut peer = Peer::spawn(
+        let mut peer = spawn_openssl(
             Command::new("openssl")
                 .args(["s_client", "-dtls1_2", "-connect"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -351,7 +300,7 @@ fn our_client_with_openssl_server() {
             .local_addr()
             .unwrap()
             .port();
-        let mut peer = Peer::spawn(
+        let mut peer = spawn_openssl(
             Command::new("openssl")
                 .args(["s_server", "-dtls1_2", "-accept"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -427,7 +376,7 @@ fn openssl_client_with_wrong_fingerprint_is_rejected() {
         Instant::now(),
     )
     .unwrap();
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_openssl(
         Command::new("openssl")
             .args(["s_client", "-dtls1_2", "-connect"])
             .arg(format!("127.0.0.1:{port}"))
@@ -475,7 +424,7 @@ fn openssl_client_without_use_srtp_gets_no_keys() {
     )
     .unwrap();
     // A plain DTLS client: no use_srtp extension, so there is nothing to key SRTP with.
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_openssl(
         Command::new("openssl")
             .args(["s_client", "-dtls1_2", "-connect"])
             .arg(format!("127.0.0.1:{port}"))

@@ -19,11 +19,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use media_engine::dtls::{DtlsCertificate, DtlsConfig, DtlsEndpoint, Fingerprint, Role};
@@ -167,91 +166,19 @@ fn venv_python() -> PathBuf {
     )
 }
 
-/// A Python peer; killed by its own PID (`Child::kill`) when dropped.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
+/// A Python peer.
+type Peer = common::LinePeer;
 
-impl Peer {
-    fn spawn(python: &Path, name: &str, script: &str, args: &[String]) -> Peer {
-        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-        std::fs::write(&path, script).unwrap();
-        let mut child = Command::new(python)
+/// Writes `script` as `name` and runs it with `args` (stdin piped for `go`).
+fn spawn_script(python: &Path, name: &str, script: &str, args: &[String]) -> Peer {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, script).unwrap();
+    Peer::spawn(
+        Command::new(python)
             .arg(&path)
             .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        fn pipe(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        pipe(child.stdout.take().unwrap(), tx.clone());
-        pipe(child.stderr.take().unwrap(), tx);
-        Peer {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn poll(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-    }
-
-    /// Waits (bounded) for a line starting with `prefix`; returns the rest.
-    fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let end = Instant::now() + timeout;
-        loop {
-            self.poll();
-            if let Some(rest) = self.seen.iter().find_map(|l| l.strip_prefix(prefix)) {
-                return rest.to_owned();
-            }
-            assert!(
-                Instant::now() < end,
-                "peer never printed {prefix:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn go(&mut self) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn lines_with(&self, prefix: &str) -> Vec<&str> {
-        self.seen
-            .iter()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .collect()
-    }
-
-    fn output(&self) -> String {
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stdin(Stdio::piped()),
+    )
 }
 
 /// The relay stand-in: feeds the leg from its socket, sends what it queues, and echoes every
@@ -345,7 +272,7 @@ fn aiortc_call(aiortc_role: Role, profile: SrtpProfile) {
     let (ufrag, pwd) = ("SBCs", "sbc-secure-leg-ice-password-0123");
     let sdp_fp = leg_cert.fingerprint().to_sdp();
     let hex = sdp_fp.split_once(' ').map(|(_, h)| h).unwrap_or_default();
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_script(
         &python,
         "secure_aiortc_peer.py",
         DTLS_PEER_PY,
@@ -506,7 +433,7 @@ fn sdes_call(suite: SrtpProfile) {
     let sock = bind();
     let port = sock.local_addr().unwrap().port();
     let ours = SdesCrypto::generate(1, suite);
-    let mut peer = Peer::spawn(
+    let mut peer = spawn_script(
         &python,
         "secure_sdes_peer.py",
         SDES_PEER_PY,

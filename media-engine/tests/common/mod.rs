@@ -92,3 +92,103 @@ pub fn venv_python(dir_name: &str, requirements: &str, imports: &str) -> std::pa
     );
     python
 }
+
+/// A foreign peer process (Python script, openssl) whose stdout and stderr lines arrive on a
+/// channel and are kept in `seen`; killed by its own PID (`Child::kill`) when dropped.
+pub struct LinePeer {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl LinePeer {
+    /// Starts `cmd` (its stdin as the caller set it) with stdout and stderr read line by line.
+    pub fn spawn(cmd: &mut std::process::Command) -> LinePeer {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        let (tx, lines) = std::sync::mpsc::channel();
+        fn pipe(r: impl Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some(out) = child.stdout.take() {
+            pipe(out, tx.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            pipe(err, tx);
+        }
+        LinePeer {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes the lines printed so far into `seen`.
+    pub fn poll(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    /// Waits (bounded) for a line starting with `prefix`; returns the rest.
+    pub fn wait_line(&mut self, prefix: &str, timeout: std::time::Duration) -> String {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            self.poll();
+            if let Some(rest) = self.seen.iter().find_map(|l| l.strip_prefix(prefix)) {
+                return rest.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "peer never printed {prefix:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The first line (trimmed) starting with `prefix`, the rest trimmed.
+    pub fn find(&self, prefix: &str) -> Option<String> {
+        self.seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|s| s.trim().to_owned()))
+    }
+
+    /// The rest of every line starting with `prefix`.
+    pub fn lines_with(&self, prefix: &str) -> Vec<&str> {
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect()
+    }
+
+    /// Writes `go` to the peer's stdin (it must have been piped).
+    pub fn go(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("peer stdin is piped");
+        stdin.write_all(b"go\n").expect("write to peer");
+        stdin.flush().expect("flush peer stdin");
+    }
+
+    pub fn output(&self) -> String {
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for LinePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
