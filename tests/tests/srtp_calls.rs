@@ -21,7 +21,7 @@ use portcullis_tests::env::wait_until;
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::process::Spec;
-use portcullis_tests::proxy::{sbcd_binary, MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
+use portcullis_tests::proxy::{MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
 use portcullis_tests::sipp::{is_listening, render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
@@ -312,10 +312,14 @@ metrics: { listen: "127.0.0.1:9090" }
 media: { datapath: userspace }
 interfaces:
   - name: outside
-    listeners: [{ name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }]
+    listeners:
+      - { name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }
+      - { name: out-tcp, proto: tcp, address: 192.0.2.1, port: 5060 }
     media: { address: 192.0.2.1, port_min: 30000, port_max: 30999, profile: webrtc }
   - name: inside
-    listeners: [{ name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }]
+    listeners:
+      - { name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }
+      - { name: in-tcp, proto: tcp, address: 198.51.100.1, port: 5060 }
     media: { address: 198.51.100.1, port_min: 31000, port_max: 31999, profile: plain }
 trunks:
   - { name: webrtc-callee, host: 192.0.2.2, port: 5070, group: ext, interface: outside }
@@ -348,22 +352,13 @@ fn plain_caller_reaches_a_webrtc_callee() {
         env.topo.sbc.name().to_string(),
         env.topo.inside.name().to_string(),
     );
-    let cfg = env.dir.join("sbcd.yaml");
-    std::fs::write(&cfg, REVERSE_CONFIG).expect("write config");
-    let bin = sbcd_binary("debug").unwrap_or_else(|e| panic!("{e}"));
-    env.spawn(
-        &Spec::new("sbcd", bin.display().to_string())
-            .netns(&sbc_ns)
-            .args(["--config".to_string(), cfg.display().to_string()]),
+    let _proxy = Proxy::start_sbcd_with_config(
+        &mut env,
+        &sbc_ns,
+        ProxySpec::standard(Vec::new()),
+        REVERSE_CONFIG.to_string(),
     )
     .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    wait_until("sbcd listening", Duration::from_secs(10), || {
-        is_listening(&sbc_ns, Transport::Udp, SBC_INSIDE_IP, 5060)
-    })
-    .unwrap_or_else(|e| {
-        env.dump_logs();
-        panic!("{e}")
-    });
     let (capture, inside_capture) = media_captures(&mut env, &sbc_ns);
     let script = portcullis_tests::python::scripts_dir().join("webrtc_callee.py");
     let callee = env

@@ -13,12 +13,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use portcullis_tests::capture::Capture;
-use portcullis_tests::env::wait_until;
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
-use portcullis_tests::process::Spec;
-use portcullis_tests::proxy::sbcd_binary;
-use portcullis_tests::sipp::{is_listening, render, Sipp, SippConfig, Transport};
+use portcullis_tests::proxy::{Proxy, ProxySpec};
+use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
 const CONFIG: &str = r#"
@@ -27,11 +25,15 @@ metrics: { listen: "127.0.0.1:9090" }
 media: { datapath: userspace }
 interfaces:
   - name: outside
-    listeners: [{ name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }]
+    listeners:
+      - { name: out-udp, proto: udp, address: 192.0.2.1, port: 5060 }
+      - { name: out-tcp, proto: tcp, address: 192.0.2.1, port: 5060 }
     media: { address: 192.0.2.1, port_min: 30000, port_max: 30999 }
     policy: { topology_hiding: true, call_id_masking: true, hide_hosts: [corp.internal, 198.51.100.0/24] }
   - name: inside
-    listeners: [{ name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }]
+    listeners:
+      - { name: in-udp, proto: udp, address: 198.51.100.1, port: 5060 }
+      - { name: in-tcp, proto: tcp, address: 198.51.100.1, port: 5060 }
     media: { address: 198.51.100.1, port_min: 31000, port_max: 31999 }
 trunks:
   - { name: phone, host: 192.0.2.2, port: 5060, group: ext, interface: outside }
@@ -110,22 +112,13 @@ fn nothing_from_inside_leaks_to_the_outside_during_a_call_matrix() {
         env.topo.sbc.name().to_string(),
         env.topo.inside.name().to_string(),
     );
-    let cfg = env.dir.join("sbcd.yaml");
-    std::fs::write(&cfg, CONFIG).expect("write config");
-    let bin = sbcd_binary("debug").unwrap_or_else(|e| panic!("{e}"));
-    env.spawn(
-        &Spec::new("sbcd", bin.display().to_string())
-            .netns(&sbc_ns)
-            .args(["--config".to_string(), cfg.display().to_string()]),
+    let _proxy = Proxy::start_sbcd_with_config(
+        &mut env,
+        &sbc_ns,
+        ProxySpec::standard(Vec::new()),
+        CONFIG.to_string(),
     )
     .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
-    wait_until("sbcd listening", Duration::from_secs(10), || {
-        is_listening(&sbc_ns, Transport::Udp, SBC_INSIDE_IP, 5060)
-    })
-    .unwrap_or_else(|e| {
-        env.dump_logs();
-        panic!("{e}")
-    });
     let out_dev = env.topo.sbc_out_dev.clone();
     let in_dev = env.topo.sbc_in_dev.clone();
     let capture = Capture::start(&mut env, &sbc_ns, &[&out_dev]).expect("start capture");
