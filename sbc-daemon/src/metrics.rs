@@ -73,6 +73,15 @@ struct TrunkResultLabel {
     result: String,
 }
 
+/// Brings a counter that mirrors a monotonic total kept elsewhere (datapath, XDP program,
+/// secure legs) up to that total.
+fn follow(c: &Counter, total: u64) {
+    let cur = c.get();
+    if total > cur {
+        c.inc_by(total - cur);
+    }
+}
+
 /// Methods with their own label value; everything else counts as `OTHER`.
 const METHODS: [&str; 14] = [
     "INVITE",
@@ -658,14 +667,8 @@ impl Metrics {
 
     /// Brings the relayed packet/byte counters up to the datapath's totals.
     pub fn media_relayed(&self, packets: u64, bytes: u64) {
-        let p = self.media_packets.get();
-        if packets > p {
-            self.media_packets.inc_by(packets - p);
-        }
-        let b = self.media_bytes.get();
-        if bytes > b {
-            self.media_bytes.inc_by(bytes - b);
-        }
+        follow(&self.media_packets, packets);
+        follow(&self.media_bytes, bytes);
     }
 
     /// Brings an XDP outcome counter up to the program's total.
@@ -673,10 +676,7 @@ impl Metrics {
         let c = self.media_xdp.get_or_create(&OutcomeLabel {
             outcome: outcome.to_string(),
         });
-        let cur = c.get();
-        if total > cur {
-            c.inc_by(total - cur);
-        }
+        follow(&c, total);
     }
 
     /// Relay pairs in use, by datapath.
@@ -692,12 +692,6 @@ impl Metrics {
 
     /// Totals of the relay's secure legs (monotonic; counters follow them).
     pub fn media_secure(&self, t: crate::media_relay::SecureSnapshot) {
-        let follow = |c: &Counter, total: u64| {
-            let cur = c.get();
-            if total > cur {
-                c.inc_by(total - cur);
-            }
-        };
         let result = |r: &str| {
             self.dtls_handshakes.get_or_create(&ResultLabel {
                 result: r.to_string(),
