@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use portcullis_config::TrunkDns;
 use tracing::info;
 
 use super::routing::TrunkTarget;
@@ -95,13 +94,8 @@ impl Proxy {
     }
 
     /// The probe hop of trunk `name`: the first resolved address when it has a resolution.
+    /// (Only trunks with host names are resolved, see [`Self::dns_queries`].)
     pub(super) fn resolved_probe_hop(&self, name: &str, hop: Hop) -> Hop {
-        let Some(t) = self.router.trunks().find(|t| t.name == name) else {
-            return hop;
-        };
-        if t.dns == TrunkDns::A && addressing::parse_host_ip(&t.host).is_some() {
-            return hop;
-        }
         let Some(res) = self.trunk_dns.get(name) else {
             return hop;
         };
