@@ -13,7 +13,7 @@ use media_engine::datapath::{
     pairs_from_plan, Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy,
     LegTransform, PairId,
 };
-use media_engine::secure::{Inbound, LegSecurity, SecureEvent, SecureLeg, SecureStats};
+use media_engine::secure::{LegSecurity, SecureEvent, SecureLeg, SecureStats};
 use portcullis_config::{Config, DatapathChoice};
 use tracing::{debug, warn};
 
@@ -402,11 +402,7 @@ impl MeteredLeg {
 
 impl LegTransform for MeteredLeg {
     fn inbound(&mut self, now: Instant, src: SocketAddr, data: &[u8]) -> TransformInbound {
-        let r = match self.leg.handle_inbound(now, src, data) {
-            Inbound::Media { plain, source } => TransformInbound::Media { plain, source },
-            Inbound::Consumed => TransformInbound::Consumed,
-            Inbound::Dropped(_) => TransformInbound::Dropped,
-        };
+        let r = LegTransform::inbound(&mut self.leg, now, src, data);
         if !matches!(r, TransformInbound::Media { .. }) {
             // Drops and handshake steps are rare; media is counted by the relay itself.
             self.account();
@@ -414,19 +410,19 @@ impl LegTransform for MeteredLeg {
         r
     }
     fn outbound(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.leg.protect_outbound(plain)
+        LegTransform::outbound(&mut self.leg, plain)
     }
     fn destination(&self) -> Option<SocketAddr> {
-        self.leg.destination()
+        LegTransform::destination(&self.leg)
     }
     fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.leg.poll_transmit()
+        LegTransform::poll_transmit(&mut self.leg)
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        self.leg.poll_timeout()
+        LegTransform::poll_timeout(&self.leg)
     }
     fn handle_timeout(&mut self, now: Instant) {
-        self.leg.handle_timeout(now);
+        LegTransform::handle_timeout(&mut self.leg, now);
         self.account();
     }
 }
