@@ -560,6 +560,7 @@ const SIP_KEYS: &[&str] = &[
     "udp_mtu_threshold",
     "tcp_idle_timeout_s",
     "tcp_connect_timeout_ms",
+    "tcp_keepalive_s",
     "domain_aliases",
     "workers",
     "user_agent",
@@ -853,6 +854,7 @@ pub(crate) fn default_sip() -> SipSettings {
         udp_mtu_threshold: 1300,
         tcp_idle_timeout_s: 600,
         tcp_connect_timeout_ms: 2000,
+        tcp_keepalive_s: 60,
         domain_aliases: Vec::new(),
         workers: 0,
         user_agent: "Portcullis".to_string(),
@@ -893,6 +895,12 @@ fn sip(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> SipSettings {
         "tcp_connect_timeout_ms",
         s.tcp_connect_timeout_ms,
         u64_range(1, 600_000),
+    );
+    s.tcp_keepalive_s = cx.or(
+        &f,
+        "tcp_keepalive_s",
+        s.tcp_keepalive_s,
+        u64_range(0, 86_400),
     );
     s.workers = cx.or(&f, "workers", s.workers, usize_range(0, 1024));
     s.user_agent = cx.or(&f, "user_agent", s.user_agent, header_value);

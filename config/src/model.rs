@@ -322,6 +322,11 @@ pub struct SipSettings {
     pub tcp_idle_timeout_s: u64,
     /// Default 2000.
     pub tcp_connect_timeout_ms: u64,
+    /// OS TCP keepalive on every SIP stream connection (TCP, TLS, WS, WSS): probes start
+    /// after this many idle seconds (then every 10 s, 3 unanswered probes close it), so a
+    /// peer that vanished without a FIN (NAT timeout, power loss) is noticed. 0 disables.
+    /// Default 60.
+    pub tcp_keepalive_s: u64,
     /// Host names / addresses the SBC treats as itself (besides listener addresses).
     pub domain_aliases: Vec<String>,
     /// Worker threads; 0 = number of CPUs. Default 0.

@@ -842,3 +842,17 @@ routes:
         "{e:?}"
     );
 }
+
+#[test]
+fn tcp_keepalive_default_override_and_range() {
+    assert_eq!(ok(MIN).sip.tcp_keepalive_s, 60);
+    assert_eq!(
+        ok(&with("sip: { tcp_keepalive_s: 0 }\n"))
+            .sip
+            .tcp_keepalive_s,
+        0
+    );
+    let e = errs(&with("sip: { tcp_keepalive_s: 100000 }\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("sip.tcp_keepalive_s"), "{e:?}");
+}

@@ -48,6 +48,8 @@ pub struct IoSettings {
     pub max_message_size: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Idle time before OS keepalive probes on stream connections (None: off).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// State shared by every IO task.
@@ -396,6 +398,8 @@ pub async fn run(
             max_message_size: cfg.sip.max_message_size,
             idle_timeout: Duration::from_secs(cfg.sip.tcp_idle_timeout_s.max(1)),
             connect_timeout: Duration::from_millis(cfg.sip.tcp_connect_timeout_ms.max(1)),
+            tcp_keepalive: (cfg.sip.tcp_keepalive_s > 0)
+                .then(|| Duration::from_secs(cfg.sip.tcp_keepalive_s)),
         },
         interfaces: listeners.iter().map(|l| l.interface.clone()).collect(),
         local_ips: listeners.iter().map(|l| l.local.ip()).collect(),

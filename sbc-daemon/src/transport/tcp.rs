@@ -27,12 +27,27 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// Socket options of every SIP stream connection, accepted or opened: no Nagle delay, and OS
+/// keepalive probes after `keepalive` idle time (every 10 s, 3 unanswered close it).
+pub fn tune(stream: &tokio::net::TcpStream, keepalive: Option<Duration>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(idle) = keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(Duration::from_secs(10).min(idle))
+            .with_retries(3);
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+            debug!(error = %e, "cannot set TCP keepalive");
+        }
+    }
+}
+
 /// Accepts connections until the listener fails.
 pub async fn accept_loop(shared: Arc<Shared>, listener: ListenerId, tcp: TcpListener) {
     loop {
         match tcp.accept().await {
             Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
+                tune(&stream, shared.io.tcp_keepalive);
                 let (handle, rx) = shared.flows.register(listener, Transport::Tcp, remote);
                 debug!(%remote, conn = handle.id.0, "accepted TCP connection");
                 run_stream(shared.clone(), handle, stream, rx);
@@ -71,7 +86,7 @@ pub fn connect(
         .await;
         match result {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
+                tune(&stream, shared.io.tcp_keepalive);
                 debug!(remote = %handle.remote, conn = handle.id.0, "connected");
                 run_stream(shared, handle, stream, rx);
             }
@@ -88,4 +103,34 @@ pub fn connect(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tune;
+    use std::time::Duration;
+
+    #[test]
+    fn stream_connections_get_nodelay_and_keepalive() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+            let (client, (server, _)) = (client.unwrap(), accepted.unwrap());
+            tune(&server, Some(Duration::from_secs(45)));
+            let s = socket2::SockRef::from(&server);
+            assert!(server.nodelay().unwrap());
+            assert!(s.keepalive().unwrap());
+            assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(45));
+            assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+            assert_eq!(s.tcp_keepalive_retries().unwrap(), 3);
+            tune(&client, None);
+            assert!(client.nodelay().unwrap());
+            assert!(!socket2::SockRef::from(&client).keepalive().unwrap());
+        });
+    }
 }

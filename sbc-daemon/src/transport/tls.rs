@@ -103,7 +103,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        super::tcp::tune(&stream, shared.io.tcp_keepalive);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -64,7 +64,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        super::tcp::tune(&stream, shared.io.tcp_keepalive);
         let shared = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
