@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_OUTSIDE_IP};
+use portcullis_tests::capture::{Capture, UdpDatagram};
+use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::proxy::{MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
 use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
@@ -36,16 +37,24 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 /// One call with RTP both ways through sbcd with `datapath`; returns the test env (for
 /// metrics) after both sipp peers succeeded.
-fn media_call(
-    test: &str,
-    datapath: &'static str,
-) -> Option<(TestEnv, String, Vec<ebpf_relay::PassProgram>, Proxy)> {
+/// A finished media call: its environment, what sbcd's namespace is, the XDP pass programs
+/// and sbcd (still running, for metrics), and the RTP captured on the relay ports.
+struct MediaCall {
+    env: TestEnv,
+    sbc_ns: String,
+    _passes: Vec<ebpf_relay::PassProgram>,
+    _proxy: Proxy,
+    rtp: Vec<UdpDatagram>,
+}
+
+fn media_call(test: &str, datapath: &'static str) -> Option<MediaCall> {
     if !require_root(test) {
         return None;
     }
     require_tool("sipp", "sip-tester");
     require_tool("curl", "curl");
     require_tool("ethtool", "ethtool");
+    require_tool("tshark", "tshark");
     assert!(
         std::path::Path::new(PCAP).is_file(),
         "{PCAP} missing: install sip-tester"
@@ -90,6 +99,17 @@ fn media_call(
     };
     let proxy = Proxy::start(&mut env, ProxyKind::Sbcd, &sbc_ns, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
+    // The relay ports of both interfaces (frames the XDP program redirects bypass the
+    // capture hook, so only the userspace test asserts on this).
+    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let capture = Capture::start_filtered(
+        &mut env,
+        &sbc_ns,
+        &[&out_dev, &in_dev],
+        "udp portrange 30000-31999",
+        "rtp",
+    )
+    .expect("start capture");
     let vars = vec![("PCAP".to_string(), PCAP.to_string())];
     let uas_scn = render("media_uas.xml", &vars, &env.dir).expect("render uas");
     let uac_scn = render("media_uac.xml", &vars, &env.dir).expect("render uac");
@@ -128,37 +148,86 @@ fn media_call(
     uac_res.assert_success();
     uas_res.assert_success();
     std::thread::sleep(Duration::from_millis(1500));
-    Some((env, sbc_ns, passes, proxy))
+    let rtp = capture.finish_udp().expect("read capture");
+    Some(MediaCall {
+        env,
+        sbc_ns,
+        _passes: passes,
+        _proxy: proxy,
+        rtp,
+    })
 }
 
 #[test]
 fn rtp_is_anchored_and_relayed_both_ways_with_the_userspace_datapath() {
-    let Some((env, sbc_ns, _, _proxy)) = media_call("media_call_userspace", "userspace") else {
+    // Kept whole until the end: sbcd must outlive the metric reads.
+    let Some(call) = media_call("media_call_userspace", "userspace") else {
         return;
     };
+    let (env, sbc_ns, rtp) = (&call.env, &call.sbc_ns, &call.rtp);
+    // On the wire: RTP to and from the SBC's relay ports on both interfaces, both ways.
+    let (out_dev, in_dev) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
+    let (client, sbc_out, sbc_in, core) = (
+        CLIENT_IP.to_string(),
+        SBC_OUTSIDE_IP.to_string(),
+        SBC_INSIDE_IP.to_string(),
+        CORE_IP.to_string(),
+    );
+    let flow = |iface: &str,
+                src: &str,
+                dst: &str,
+                relay_src: bool,
+                ports: std::ops::RangeInclusive<u16>| {
+        rtp.iter()
+            .filter(|d| d.iface == iface && d.src == src && d.dst == dst)
+            .filter(|d| ports.contains(if relay_src { &d.src_port } else { &d.dst_port }))
+            .filter(|d| d.payload.first().is_some_and(|b| (128..=191).contains(b)))
+            .count()
+    };
+    for (what, n) in [
+        (
+            "caller -> outside relay",
+            flow(&out_dev, &client, &sbc_out, false, 30000..=30999),
+        ),
+        (
+            "outside relay -> caller",
+            flow(&out_dev, &sbc_out, &client, true, 30000..=30999),
+        ),
+        (
+            "inside relay -> callee",
+            flow(&in_dev, &sbc_in, &core, true, 31000..=31999),
+        ),
+        (
+            "callee -> inside relay",
+            flow(&in_dev, &core, &sbc_in, false, 31000..=31999),
+        ),
+    ] {
+        assert!(n >= 50, "{what}: {n} RTP packets captured");
+    }
     // g711a.pcap holds ~100 packets (2 s at 50/s); the callee echoes them: ~200 relayed.
     // One direction alone could not reach 150.
-    let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
+    let relayed = metric_value(sbc_ns, "sbc_media_relayed_packets_total");
     if relayed < 150.0 {
         env.dump_logs();
     }
     assert!(relayed >= 150.0, "relayed packets: {relayed}");
     // The call ended with BYE: its RTP pair carried media both ways.
-    let two_way = metric_value(&sbc_ns, "sbc_media_streams_ended_total{kind=\"two_way\"}");
+    let two_way = metric_value(sbc_ns, "sbc_media_streams_ended_total{kind=\"two_way\"}");
     assert!(two_way >= 1.0, "two-way streams ended: {two_way}");
 }
 
 #[test]
 fn rtp_is_relayed_by_the_xdp_program_once_latched() {
-    let Some((env, sbc_ns, passes, _proxy)) = media_call("media_call_xdp", "xdp") else {
+    let Some(call) = media_call("media_call_xdp", "xdp") else {
         return;
     };
-    let relayed = metric_value(&sbc_ns, "sbc_media_relayed_packets_total");
+    let (env, sbc_ns) = (&call.env, &call.sbc_ns);
+    let relayed = metric_value(sbc_ns, "sbc_media_relayed_packets_total");
     let by_xdp = metric_value(
-        &sbc_ns,
+        sbc_ns,
         "sbc_media_xdp_packets_total{outcome=\"forwarded_redirect\"}",
     ) + metric_value(
-        &sbc_ns,
+        sbc_ns,
         "sbc_media_xdp_packets_total{outcome=\"forwarded_tx\"}",
     );
     eprintln!("relayed {relayed} packets, {by_xdp} of them by XDP");
@@ -172,7 +241,8 @@ fn rtp_is_relayed_by_the_xdp_program_once_latched() {
         by_xdp >= 150.0,
         "packets forwarded by XDP: {by_xdp} of {relayed}"
     );
-    drop(passes);
+    // The pass programs and sbcd go with `call`, after the checks.
+    drop(call);
 }
 
 #[test]
