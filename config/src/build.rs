@@ -537,6 +537,9 @@ const MEDIA_SETTINGS_KEYS: &[&str] = &[
     "learn_ms",
     "timeout_s",
     "hold_timeout_s",
+    "relay_io",
+    "relay_workers",
+    "relay_coalesce_us",
 ];
 const REGISTRAR_KEYS: &[&str] = &[
     "realm",
@@ -733,6 +736,19 @@ fn media_settings(cx: &mut Cx<'_>, node: Option<&Node>, path: &str) -> MediaSett
     m.learn_ms = cx.or(&f, "learn_ms", m.learn_ms, u64_range(0, 60_000));
     m.timeout_s = cx.or(&f, "timeout_s", m.timeout_s, u64_range(0, 86_400));
     m.hold_timeout_s = cx.or(&f, "hold_timeout_s", m.hold_timeout_s, u64_range(0, 86_400));
+    m.relay_io = cx.or(
+        &f,
+        "relay_io",
+        m.relay_io,
+        one_of(&RelayIoChoice::ALL, RelayIoChoice::as_str),
+    );
+    m.relay_workers = cx.or(&f, "relay_workers", m.relay_workers, u32_range(1, 64));
+    m.relay_coalesce_us = cx.or(
+        &f,
+        "relay_coalesce_us",
+        m.relay_coalesce_us,
+        u32_range(0, 10_000),
+    );
     m
 }
 

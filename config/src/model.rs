@@ -152,6 +152,13 @@ pub struct MediaSettings {
     pub timeout_s: u64,
     /// The same while the call is on hold. Default 3600.
     pub hold_timeout_s: u64,
+    /// Socket I/O of the userspace relay: auto (io_uring where the kernel allows it, else
+    /// epoll), io_uring or epoll. Default auto.
+    pub relay_io: RelayIoChoice,
+    /// Userspace relay worker threads. Default 1.
+    pub relay_workers: u32,
+    /// io_uring relay: microseconds a wake-up may wait for more datagrams. Default 100.
+    pub relay_coalesce_us: u32,
 }
 
 impl Default for MediaSettings {
@@ -163,6 +170,9 @@ impl Default for MediaSettings {
             learn_ms: 3000,
             timeout_s: 60,
             hold_timeout_s: 3600,
+            relay_io: RelayIoChoice::Auto,
+            relay_workers: 1,
+            relay_coalesce_us: 100,
         }
     }
 }
@@ -186,6 +196,29 @@ impl DatapathChoice {
             DatapathChoice::Auto => "auto",
             DatapathChoice::Xdp => "xdp",
             DatapathChoice::Userspace => "userspace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayIoChoice {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+impl RelayIoChoice {
+    pub const ALL: [RelayIoChoice; 3] = [
+        RelayIoChoice::Auto,
+        RelayIoChoice::IoUring,
+        RelayIoChoice::Epoll,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RelayIoChoice::Auto => "auto",
+            RelayIoChoice::IoUring => "io_uring",
+            RelayIoChoice::Epoll => "epoll",
         }
     }
 }

@@ -856,3 +856,28 @@ fn tcp_keepalive_default_override_and_range() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("sip.tcp_keepalive_s"), "{e:?}");
 }
+
+#[test]
+fn media_relay_io_settings() {
+    let cfg = ok(MIN);
+    assert_eq!(cfg.media.relay_io, RelayIoChoice::Auto);
+    assert_eq!(cfg.media.relay_workers, 1);
+    assert_eq!(cfg.media.relay_coalesce_us, 100);
+    let cfg = ok(&with(
+        "media: { relay_io: epoll, relay_workers: 2, relay_coalesce_us: 0 }\n",
+    ));
+    assert_eq!(cfg.media.relay_io, RelayIoChoice::Epoll);
+    assert_eq!(cfg.media.relay_workers, 2);
+    assert_eq!(cfg.media.relay_coalesce_us, 0);
+    assert_eq!(
+        ok(&with("media: { relay_io: io_uring }\n")).media.relay_io,
+        RelayIoChoice::IoUring
+    );
+    let e = errs(&with("media: { relay_io: uring, relay_workers: 0 }\n"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains("relay_io") && e[0].contains("io_uring"),
+        "{e:?}"
+    );
+    assert!(e[1].contains("relay_workers"), "{e:?}");
+}

@@ -19,6 +19,7 @@
 //!     --streams 1000 --pps 50 --seconds 10 [--workers 1] [--rtpengine] \
 //!     [--rtpengine-threads N]   # default: as many as --workers
 //!     [--srtp]                  # SDES-SRTP on side a, plain RTP on side b
+//!     [--io auto|io_uring|epoll] [--coalesce-us N]   # relay worker I/O (default auto)
 //! ```
 
 #[path = "common/ng.rs"]
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use media_engine::datapath::sys::{monotonic_ns, Batch, Epoll};
 use media_engine::datapath::{
     Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy, LegSpec, LegTransform,
-    UserspaceOptions,
+    RelayIo, UserspaceOptions, DEFAULT_COALESCE,
 };
 use media_engine::secure::{LegSecurity, SdesCrypto, SecureLeg};
 use media_engine::srtp::{SrtpContext, SrtpProfile};
@@ -49,6 +50,8 @@ struct Args {
     rtpengine_threads: Option<usize>,
     base_port: u16,
     srtp: bool,
+    io: RelayIo,
+    coalesce_us: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -61,6 +64,8 @@ fn parse_args() -> Args {
         rtpengine_threads: None,
         base_port: 20000,
         srtp: false,
+        io: RelayIo::Auto,
+        coalesce_us: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -72,6 +77,15 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = v.parse().expect("--seconds N"),
             "--workers" => a.workers = v.parse().expect("--workers N"),
             "--base-port" => a.base_port = v.parse().expect("--base-port N"),
+            "--io" => {
+                a.io = match v.as_str() {
+                    "auto" => RelayIo::Auto,
+                    "io_uring" => RelayIo::IoUring,
+                    "epoll" => RelayIo::Epoll,
+                    _ => panic!("--io auto|io_uring|epoll"),
+                }
+            }
+            "--coalesce-us" => a.coalesce_us = Some(v.parse().expect("--coalesce-us N")),
             "--rtpengine-threads" => {
                 a.rtpengine_threads = Some(v.parse().expect("--rtpengine-threads N"))
             }
@@ -365,6 +379,11 @@ fn bench_ours(args: &Args) -> f64 {
         kind: DatapathKind::Userspace,
         userspace: UserspaceOptions {
             workers: args.workers,
+            io: args.io,
+            coalesce: args
+                .coalesce_us
+                .map(Duration::from_micros)
+                .unwrap_or(DEFAULT_COALESCE),
             ..UserspaceOptions::default()
         },
         ..DatapathConfig::default()
@@ -423,7 +442,10 @@ fn bench_ours(args: &Args) -> f64 {
     let st = dp.userspace_stats();
     let r = report("portcullis", &mut o);
     println!(
-        "              syscalls (recvmmsg+sendmmsg) per relayed packet: {:.2}; send failures {}",
+        "              I/O {}, coalescing {} us; system calls per relayed packet: {:.2}; send failures {}",
+        dp.relay_io().as_str(),
+        args.coalesce_us
+            .unwrap_or(DEFAULT_COALESCE.as_micros() as u64),
         st.syscalls as f64 / st.sent.max(1) as f64,
         st.send_failed
     );

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use media_engine::datapath::{
     ActiveDatapath, ControlKind, ControlPacket, Datapath, DatapathConfig, DatapathError,
-    DatapathKind, FlowPairSpec, LatchState, LearnPolicy, LegSpec, PairId, UserspaceOptions,
+    DatapathKind, FlowPairSpec, LatchState, LearnPolicy, LegSpec, PairId, RelayIo,
+    UserspaceOptions,
 };
 
 fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
@@ -59,16 +60,36 @@ fn silence(s: &UdpSocket, what: &str) {
         .unwrap();
 }
 
+thread_local! {
+    /// The relay I/O the current test runs with (every test runs once per mode).
+    static IO: std::cell::Cell<RelayIo> = const { std::cell::Cell::new(RelayIo::Auto) };
+}
+
+fn opts(workers: usize) -> UserspaceOptions {
+    UserspaceOptions {
+        workers,
+        io: IO.with(|c| c.get()),
+        ..UserspaceOptions::default()
+    }
+}
+
 fn userspace(workers: usize) -> Datapath {
     let cfg = DatapathConfig {
         kind: DatapathKind::Userspace,
-        userspace: UserspaceOptions {
-            workers,
-            ..UserspaceOptions::default()
-        },
+        userspace: opts(workers),
         ..DatapathConfig::default()
     };
-    Datapath::start(&cfg, None).unwrap()
+    let dp = Datapath::start(&cfg, None).unwrap();
+    check_io(&dp);
+    dp
+}
+
+/// A test asked for one I/O mode gets exactly that one (io_uring must not quietly fall back).
+fn check_io(dp: &Datapath) {
+    let want = IO.with(|c| c.get());
+    if want != RelayIo::Auto {
+        assert_eq!(dp.relay_io(), want);
+    }
 }
 
 struct Call {
@@ -103,7 +124,6 @@ fn call(
     Call { a, b, ra, rb, id }
 }
 
-#[test]
 fn relays_both_directions_with_exact_counters() {
     for workers in [1, 2] {
         let dp = userspace(workers);
@@ -166,7 +186,6 @@ fn relays_both_directions_with_exact_counters() {
     }
 }
 
-#[test]
 fn strict_leg_ignores_attacker_flood() {
     let dp = userspace(1);
     let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
@@ -205,7 +224,6 @@ fn strict_leg_ignores_attacker_flood() {
     assert_eq!(p.a_to_b.packets, 20);
 }
 
-#[test]
 fn learn_window_latches_nat_address_then_strict() {
     let dp = userspace(1);
     // A's SDP says a private address nobody uses; A really sends from `a` (NAT).
@@ -242,7 +260,6 @@ fn learn_window_latches_nat_address_then_strict() {
     assert_eq!(dp.pair(c.id).unwrap().info.a.counters.rejected_source, 200);
 }
 
-#[test]
 fn learn_off_refuses_nat_address() {
     let dp = userspace(1);
     let sdp_private: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -256,7 +273,6 @@ fn learn_off_refuses_nat_address() {
     assert_eq!(p.a_to_b.packets, 0);
 }
 
-#[test]
 fn learn_window_closes_by_time() {
     let dp = userspace(1);
     let w = LearnPolicy::Window {
@@ -282,15 +298,16 @@ fn learn_window_closes_by_time() {
     ));
 }
 
-#[test]
 fn stun_and_dtls_go_to_callback_not_peer() {
     let got: Arc<Mutex<Vec<ControlPacket>>> = Arc::default();
     let g2 = got.clone();
     let cfg = DatapathConfig {
         kind: DatapathKind::Userspace,
+        userspace: opts(1),
         ..DatapathConfig::default()
     };
     let dp = Datapath::start(&cfg, Some(Arc::new(move |p| g2.lock().unwrap().push(p)))).unwrap();
+    check_io(&dp);
     let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
     let stranger = peer();
     // STUN binding request (first byte 0x00), DTLS ClientHello record (22).
@@ -334,7 +351,6 @@ fn stun_and_dtls_go_to_callback_not_peer() {
     ));
 }
 
-#[test]
 fn removal_stops_forwarding_immediately() {
     let dp = userspace(1);
     let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
@@ -353,7 +369,6 @@ fn removal_stops_forwarding_immediately() {
     UdpSocket::bind(c.ra).expect("relay port released");
 }
 
-#[test]
 fn update_relatches_changed_leg() {
     let dp = userspace(1);
     let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
@@ -380,7 +395,6 @@ fn update_relatches_changed_leg() {
     assert_eq!(dp.pair(c.id).unwrap().a_to_b.packets, 2);
 }
 
-#[test]
 fn bind_conflict_is_an_error_and_leaves_nothing() {
     let dp = userspace(1);
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -404,7 +418,6 @@ fn bind_conflict_is_an_error_and_leaves_nothing() {
     UdpSocket::bind(spec.a.local).expect("first leg's port released");
 }
 
-#[test]
 fn selection_auto_falls_back_and_xdp_without_interfaces_fails() {
     let dp = Datapath::start(&DatapathConfig::default(), None).unwrap();
     assert_eq!(dp.active(), ActiveDatapath::Userspace);
@@ -427,7 +440,6 @@ fn selection_auto_falls_back_and_xdp_without_interfaces_fails() {
     );
 }
 
-#[test]
 fn relays_ipv6() {
     let Ok(a) = UdpSocket::bind("[::1]:0") else {
         // Loopback without IPv6 (some containers): nothing to test here, say so.
@@ -473,7 +485,6 @@ fn relays_ipv6() {
 
 /// The whole path: offer/answer through the media engine, pairs from its
 /// StreamPlan, packets relayed to the ports written into the SDP.
-#[test]
 fn offer_answer_plan_programs_the_relay() {
     use media_engine::datapath::pairs_from_plan;
     use media_engine::{AnswerRequest, Flags, MediaEngine, MediaInterface, OfferRequest};
@@ -555,3 +566,35 @@ fn offer_answer_plan_programs_the_relay() {
         assert!(dp.remove_pair(id).is_some());
     }
 }
+
+fn with_io(io: RelayIo, test: fn()) {
+    IO.with(|c| c.set(io));
+    test();
+}
+
+/// Every test above, once with io_uring workers and once with epoll workers.
+macro_rules! in_both_io_modes {
+    ($($t:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $t() { super::with_io(super::RelayIo::IoUring, super::$t) } )*
+        }
+        mod epoll {
+            $( #[test] fn $t() { super::with_io(super::RelayIo::Epoll, super::$t) } )*
+        }
+    };
+}
+
+in_both_io_modes!(
+    relays_both_directions_with_exact_counters,
+    strict_leg_ignores_attacker_flood,
+    learn_window_latches_nat_address_then_strict,
+    learn_off_refuses_nat_address,
+    learn_window_closes_by_time,
+    stun_and_dtls_go_to_callback_not_peer,
+    removal_stops_forwarding_immediately,
+    update_relatches_changed_leg,
+    bind_conflict_is_an_error_and_leaves_nothing,
+    selection_auto_falls_back_and_xdp_without_interfaces_fails,
+    relays_ipv6,
+    offer_answer_plan_programs_the_relay,
+);

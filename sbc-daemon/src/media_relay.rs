@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use media_engine::datapath::TransformInbound;
 use media_engine::datapath::{
     pairs_from_plan, Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy,
-    LegTransform, PairId,
+    LegTransform, PairId, RelayIo, UserspaceOptions,
 };
 use media_engine::secure::{LegSecurity, SecureEvent, SecureLeg, SecureStats};
-use portcullis_config::{Config, DatapathChoice};
+use portcullis_config::{Config, DatapathChoice, RelayIoChoice};
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
@@ -76,6 +76,16 @@ impl MediaRelay {
                 DatapathChoice::Userspace => DatapathKind::Userspace,
             },
             xdp_interfaces: cfg.media.xdp_interfaces.clone(),
+            userspace: UserspaceOptions {
+                workers: cfg.media.relay_workers as usize,
+                io: match cfg.media.relay_io {
+                    RelayIoChoice::Auto => RelayIo::Auto,
+                    RelayIoChoice::IoUring => RelayIo::IoUring,
+                    RelayIoChoice::Epoll => RelayIo::Epoll,
+                },
+                coalesce: Duration::from_micros(u64::from(cfg.media.relay_coalesce_us)),
+                ..UserspaceOptions::default()
+            },
             ..DatapathConfig::default()
         };
         let datapath = match Datapath::start(&dp_cfg, None) {

@@ -19,6 +19,7 @@
 pub mod sys;
 pub mod table;
 pub mod transform;
+mod uring;
 pub mod userspace;
 pub mod xdp;
 
@@ -36,7 +37,8 @@ pub use table::{
     LegInfo, LegSpec, PairId, PairInfo, TableError, Verdict,
 };
 pub use userspace::{
-    ControlCallback, ControlPacket, UserspaceOptions, UserspaceRelay, UserspaceStats,
+    ControlCallback, ControlPacket, RelayIo, UserspaceOptions, UserspaceRelay, UserspaceStats,
+    DEFAULT_COALESCE,
 };
 
 /// Errors of the datapath.
@@ -172,7 +174,11 @@ impl Datapath {
         });
         let user = UserspaceRelay::start_with_hook(cfg.userspace.clone(), control, hook)?;
         let dp = Self { user, xdp: shared };
-        info!(kind = dp.active().as_str(), "media datapath active");
+        info!(
+            kind = dp.active().as_str(),
+            relay_io = dp.relay_io().as_str(),
+            "media datapath active"
+        );
         Ok(dp)
     }
 
@@ -284,6 +290,11 @@ impl Datapath {
         data: &[u8],
     ) -> Result<(), DatapathError> {
         self.user.send_from(local, to, data)
+    }
+
+    /// The socket I/O of the userspace relay (io_uring or epoll).
+    pub fn relay_io(&self) -> RelayIo {
+        self.user.io()
     }
 
     /// Userspace relay counters.

@@ -333,8 +333,8 @@ fn check_family(spec: &LegSpec) -> Result<(), TableError> {
 /// The flow table: legs keyed by local relay socket.
 #[derive(Debug, Default)]
 pub struct FlowTable {
-    legs: HashMap<SocketAddr, Leg>,
-    pairs: HashMap<PairId, (SocketAddr, SocketAddr)>,
+    legs: HashMap<SocketAddr, Leg, foldhash::fast::RandomState>,
+    pairs: HashMap<PairId, (SocketAddr, SocketAddr), foldhash::fast::RandomState>,
     events: Vec<TableEvent>,
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::sys::{self, Batch, Epoll, EventFd};
 use super::table::{ControlKind, FlowPairSpec, FlowTable, PairId, PairInfo, TableEvent, Verdict};
 use super::transform::{LegTransform, TransformInbound};
+use super::uring;
 use super::DatapathError;
 
 /// A STUN or DTLS datagram that arrived on a relay socket (RFC 7983 first
@@ -55,6 +56,40 @@ pub struct UserspaceOptions {
     pub batch: usize,
     /// SO_RCVBUF/SO_SNDBUF of each relay socket, bytes.
     pub socket_buffer: i32,
+    /// How workers do their socket I/O.
+    pub io: RelayIo,
+    /// io_uring only: after the first datagram of a wake-up, wait up to this long for more
+    /// (up to `batch`) before handling them, so that one system call serves many (adds at
+    /// most this much latency). Zero: handle what is there at once. Needs Linux 6.12.
+    pub coalesce: Duration,
+}
+
+/// Default [`UserspaceOptions::coalesce`]: far below what RTP jitter buffers absorb (a
+/// packet every 20 ms), enough to serve tens of datagrams per system call under load.
+pub const DEFAULT_COALESCE: Duration = Duration::from_micros(100);
+
+/// Socket I/O of the userspace relay workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RelayIo {
+    /// io_uring when the kernel allows it (multishot receive, provided buffers: Linux
+    /// 6.1+, not disabled by `kernel.io_uring_disabled` or seccomp), else epoll.
+    #[default]
+    Auto,
+    /// io_uring or fail to start.
+    IoUring,
+    /// epoll + recvmmsg/sendmmsg.
+    Epoll,
+}
+
+impl RelayIo {
+    /// Name for logs and config (`auto`, `io_uring`, `epoll`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayIo::Auto => "auto",
+            RelayIo::IoUring => "io_uring",
+            RelayIo::Epoll => "epoll",
+        }
+    }
 }
 
 impl Default for UserspaceOptions {
@@ -63,6 +98,8 @@ impl Default for UserspaceOptions {
             workers: 1,
             batch: 32,
             socket_buffer: 256 * 1024,
+            io: RelayIo::Auto,
+            coalesce: DEFAULT_COALESCE,
         }
     }
 }
@@ -85,7 +122,7 @@ pub struct UserspaceStats {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     received: AtomicU64,
     sent: AtomicU64,
     send_failed: AtomicU64,
@@ -94,31 +131,56 @@ struct Counters {
     syscalls: AtomicU64,
 }
 
-struct Sock {
-    sock: UdpSocket,
-    local: SocketAddr,
+pub(crate) struct Sock {
+    pub sock: UdpSocket,
+    pub local: SocketAddr,
+}
+
+/// Hash maps of the per-packet path: foldhash (fast, seeded per map) instead of SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type TransformMap = FastMap<SocketAddr, Box<dyn LegTransform>>;
+
+/// What a control call asks of an io_uring worker (which alone touches its ring).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RingOp {
+    /// Start receiving on the socket of this token.
+    Arm(u64),
+    /// Stop receiving on it; the socket (in `closing`) is closed when the ring lets go.
+    Cancel(u64),
 }
 
 #[derive(Default)]
-struct WorkerState {
-    table: FlowTable,
-    socks: HashMap<u64, Sock>,
-    by_local: HashMap<SocketAddr, u64>,
+pub(crate) struct WorkerState {
+    pub table: FlowTable,
+    pub socks: FastMap<u64, Sock>,
+    pub by_local: FastMap<SocketAddr, u64>,
     /// Transforms of secure legs, by local socket.
-    transforms: HashMap<SocketAddr, Box<dyn LegTransform>>,
+    pub transforms: TransformMap,
+    /// io_uring worker: requests for the worker thread.
+    pub ring_ops: Vec<RingOp>,
+    /// io_uring worker: sockets of removed pairs until their receive is cancelled.
+    pub closing: FastMap<u64, Sock>,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     state: Mutex<WorkerState>,
-    epoll: Epoll,
-    wake: EventFd,
+    /// Signalled by an io_uring worker when sockets in `closing` are closed.
+    closed: Condvar,
+    pub epoll: Epoll,
+    pub wake: EventFd,
+    /// This worker runs io_uring (else epoll); set before the worker reports ready.
+    uring: AtomicBool,
 }
 
 impl Worker {
-    fn lock(&self) -> MutexGuard<'_, WorkerState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, WorkerState> {
         // A panic on a worker while holding the lock leaves consistent data
         // (the table is updated in place); keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn notify_closed(&self) {
+        self.closed.notify_all();
     }
 }
 
@@ -133,6 +195,7 @@ pub struct UserspaceRelay {
     next_token: AtomicU64,
     counters: Arc<Counters>,
     opts: UserspaceOptions,
+    uring_workers: usize,
 }
 
 impl std::fmt::Debug for UserspaceRelay {
@@ -168,11 +231,14 @@ impl UserspaceRelay {
         let counters = Arc::new(Counters::default());
         let mut workers = Vec::new();
         let mut threads = Vec::new();
+        let mut uring_workers = 0;
         for n in 0..opts.workers {
             let w = Arc::new(Worker {
                 state: Mutex::new(WorkerState::default()),
+                closed: Condvar::new(),
                 epoll: Epoll::new().map_err(DatapathError::Io)?,
                 wake: EventFd::new().map_err(DatapathError::Io)?,
+                uring: AtomicBool::new(false),
             });
             w.epoll
                 .add(w.wake.raw(), WAKE_TOKEN)
@@ -184,16 +250,57 @@ impl UserspaceRelay {
                 control.clone(),
                 hook.clone(),
             );
-            let batch = opts.batch;
+            let o = opts.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let t = std::thread::Builder::new()
                 .name(format!("relay-{n}"))
-                .spawn(move || worker_loop(&w2, &stop2, &c2, cb.as_ref(), hk.as_ref(), batch))
+                .spawn(move || {
+                    // The ring is made on the thread that drives it (single issuer).
+                    let ring = match o.io {
+                        RelayIo::Epoll => None,
+                        RelayIo::Auto | RelayIo::IoUring => match uring::Ring::new(&o) {
+                            Ok(r) => Some(r),
+                            Err(e) if o.io == RelayIo::Auto => {
+                                warn!(error = %e, "io_uring unavailable; relay worker uses epoll");
+                                None
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        },
+                    };
+                    w2.uring.store(ring.is_some(), Ordering::SeqCst);
+                    let _ = ready_tx.send(Ok(ring.is_some()));
+                    match ring {
+                        Some(r) => uring::run(r, &w2, &stop2, &c2, cb.as_ref(), hk.as_ref()),
+                        None => epoll_loop(&w2, &stop2, &c2, cb.as_ref(), hk.as_ref(), o.batch),
+                    }
+                })
                 .map_err(DatapathError::Io)?;
+            let ready = ready_rx
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("relay worker exited during start")));
             workers.push(w);
             threads.push(t);
+            match ready {
+                Ok(u) => uring_workers += usize::from(u),
+                Err(e) => {
+                    // Stop the workers already started.
+                    stop.store(true, Ordering::SeqCst);
+                    for w in &workers {
+                        w.wake.notify();
+                    }
+                    for t in threads.drain(..) {
+                        let _ = t.join();
+                    }
+                    return Err(DatapathError::Io(e));
+                }
+            }
         }
         info!(
             workers = opts.workers,
+            io_uring = uring_workers,
             batch = opts.batch,
             "userspace relay started"
         );
@@ -205,7 +312,17 @@ impl UserspaceRelay {
             next_token: AtomicU64::new(1),
             counters,
             opts,
+            uring_workers,
         })
+    }
+
+    /// The I/O the workers use: [`RelayIo::IoUring`] or [`RelayIo::Epoll`] (never `Auto`).
+    pub fn io(&self) -> RelayIo {
+        if self.uring_workers > 0 {
+            RelayIo::IoUring
+        } else {
+            RelayIo::Epoll
+        }
     }
 
     fn worker_of(&self, id: PairId) -> &Arc<Worker> {
@@ -245,12 +362,15 @@ impl UserspaceRelay {
                 st.transforms.insert(local, t);
             }
         }
+        let uring = w.uring.load(Ordering::SeqCst);
         for (sock, local) in [(sa, spec.a.local), (sb, spec.b.local)] {
             let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = w.epoll.add(sock.as_raw_fd(), token) {
+            if uring {
+                st.ring_ops.push(RingOp::Arm(token));
+            } else if let Err(e) = w.epoll.add(sock.as_raw_fd(), token) {
                 // Undo: nothing of this pair stays behind.
                 drop(sock);
-                remove_locked(&w.epoll, &mut st, id);
+                remove_locked(w, &mut st, id);
                 return Err(DatapathError::Io(e));
             }
             st.socks.insert(token, Sock { sock, local });
@@ -298,9 +418,27 @@ impl UserspaceRelay {
     ) -> Option<PairInfo> {
         let w = self.worker_of(id);
         let mut st = w.lock();
-        let info = remove_locked(&w.epoll, &mut st, id);
+        let info = remove_locked(w, &mut st, id);
         if let Some(i) = &info {
             then(i);
+        }
+        if info.is_some() && w.uring.load(Ordering::SeqCst) {
+            // The io_uring worker closes the sockets once their receive is cancelled; wait
+            // for that (bounded) so the ports are free when this returns. Packets arriving
+            // meanwhile find no flow in the table and are not forwarded.
+            w.wake.notify();
+            let deadline = Instant::now() + REMOVE_WAIT;
+            while !st.closing.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    warn!(pair = id.0, "relay sockets not released in time");
+                    break;
+                }
+                st = match w.closed.wait_timeout(st, left) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+            }
         }
         drop(st);
         if info.is_some() {
@@ -358,18 +496,27 @@ impl UserspaceRelay {
     }
 }
 
-fn remove_locked(epoll: &Epoll, st: &mut WorkerState, id: PairId) -> Option<PairInfo> {
+/// How long `remove_pair` waits for an io_uring worker to release the sockets.
+const REMOVE_WAIT: Duration = Duration::from_secs(1);
+
+fn remove_locked(w: &Worker, st: &mut WorkerState, id: PairId) -> Option<PairInfo> {
     let info = st.table.pair(id);
     st.table.remove(id);
+    let uring = w.uring.load(Ordering::SeqCst);
     if let Some(info) = info {
         for local in [info.a.spec.local, info.b.spec.local] {
             st.transforms.remove(&local);
-            if let Some(token) = st.by_local.remove(&local) {
-                if let Some(s) = st.socks.remove(&token) {
-                    if let Err(e) = epoll.del(s.sock.as_raw_fd()) {
-                        warn!(%local, error = %e, "epoll del");
-                    }
-                }
+            let Some(token) = st.by_local.remove(&local) else {
+                continue;
+            };
+            let Some(s) = st.socks.remove(&token) else {
+                continue;
+            };
+            if uring {
+                st.ring_ops.push(RingOp::Cancel(token));
+                st.closing.insert(token, s);
+            } else if let Err(e) = w.epoll.del(s.sock.as_raw_fd()) {
+                warn!(%local, error = %e, "epoll del");
             }
         }
     }
@@ -393,7 +540,173 @@ impl Drop for UserspaceRelay {
 /// Rounds of recvmmsg per ready socket per wake-up (fairness between sockets).
 const MAX_ROUNDS: usize = 4;
 
-fn worker_loop(
+/// Per-wake-up counts, added to the global [`Counters`] once per batch.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub received: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub no_flow: u64,
+    pub syscalls: u64,
+}
+
+impl Tally {
+    pub(crate) fn publish(&mut self, c: &Counters) {
+        c.received.fetch_add(self.received, Ordering::Relaxed);
+        c.sent.fetch_add(self.sent, Ordering::Relaxed);
+        c.send_failed.fetch_add(self.failed, Ordering::Relaxed);
+        c.no_flow.fetch_add(self.no_flow, Ordering::Relaxed);
+        c.syscalls.fetch_add(self.syscalls, Ordering::Relaxed);
+        *self = Tally::default();
+    }
+}
+
+/// A datagram to send that is not the received buffer itself: decrypted media
+/// re-protected for a secure leg, STUN/DTLS answers. (from local, to, bytes)
+pub(crate) type OwnedSend = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// What the relay makes of one datagram that arrived on `local` from `src`;
+/// the I/O loops (epoll, io_uring) differ only in how they receive and send.
+/// Returns `Some((from, to))` when the received bytes go out unchanged from
+/// the relay socket `from` to `to`; other output (protected media, STUN/DTLS
+/// answers) is appended to `owned`, STUN/DTLS for the control callback to
+/// `ctl` (when `want_ctl`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn on_datagram(
+    st: &mut WorkerState,
+    local: SocketAddr,
+    src: SocketAddr,
+    payload: &[u8],
+    now: u64,
+    now_i: Instant,
+    want_ctl: bool,
+    ctl: &mut Vec<ControlPacket>,
+    owned: &mut Vec<OwnedSend>,
+    tally: &mut Tally,
+) -> Option<(SocketAddr, SocketAddr)> {
+    let WorkerState {
+        table, transforms, ..
+    } = st;
+    // A secure leg: its transform sees the datagram first; the table only sees
+    // authenticated, decrypted media.
+    if let Some(t) = transforms.get_mut(&local) {
+        let verdict = t.inbound(now_i, src, payload);
+        table.set_transform_destination(local, t.destination());
+        // Its answers (STUN, DTLS flights) go out at once.
+        while let Some((to, data)) = t.poll_transmit() {
+            owned.push((local, to, data));
+        }
+        if let TransformInbound::Media { plain, source } = verdict {
+            match table.handle(local, source, &plain, now) {
+                Verdict::Forward { from, to } => protect_into(transforms, from, to, plain, owned),
+                Verdict::NoFlow => tally.no_flow += 1,
+                _ => {}
+            }
+        }
+        return None;
+    }
+    match table.handle(local, src, payload, now) {
+        Verdict::Forward { from, to } if transforms.contains_key(&from) => {
+            protect_into(transforms, from, to, payload.to_vec(), owned);
+            None
+        }
+        Verdict::Forward { from, to } => Some((from, to)),
+        Verdict::Control(kind) => {
+            if want_ctl {
+                ctl.push(ControlPacket {
+                    local,
+                    source: src,
+                    kind,
+                    data: payload.to_vec(),
+                });
+            }
+            None
+        }
+        Verdict::NoFlow => {
+            tally.no_flow += 1;
+            None
+        }
+        Verdict::Drop(_) => None,
+    }
+}
+
+/// Media relayed from the relay socket `from`: protected by that leg's transform (and sent to
+/// where the transform says) when it has one.
+fn protect_into(
+    transforms: &mut TransformMap,
+    from: SocketAddr,
+    to: SocketAddr,
+    plain: Vec<u8>,
+    owned: &mut Vec<OwnedSend>,
+) {
+    match transforms.get_mut(&from) {
+        Some(t) => {
+            if let (Some(d), Some(dest)) = (t.outbound(&plain), t.destination()) {
+                owned.push((from, dest, d));
+            }
+        }
+        None => owned.push((from, to, plain)),
+    }
+}
+
+/// Periodic work of a worker, after a batch: secure legs' timers (DTLS retransmissions,
+/// ICE consent: second-scale, so the relay tick is fine-grained enough; not per batch,
+/// that would visit every secure leg per packet), learn windows, the event hook. What
+/// the timers want to send is appended to `owned`. Returns whether this was a tick.
+pub(crate) fn after_batch(
+    st: &mut WorkerState,
+    now: u64,
+    last_tick: &mut u64,
+    hook: Option<&EventHook>,
+    owned: &mut Vec<OwnedSend>,
+) {
+    let ticked = now.saturating_sub(*last_tick) >= TICK.as_nanos() as u64;
+    if ticked && !st.transforms.is_empty() {
+        let now_i = Instant::now();
+        let WorkerState {
+            table, transforms, ..
+        } = st;
+        for (local, t) in transforms.iter_mut() {
+            if t.poll_timeout().is_some_and(|d| d <= now_i) {
+                t.handle_timeout(now_i);
+                table.set_transform_destination(*local, t.destination());
+            }
+            while let Some((to, data)) = t.poll_transmit() {
+                owned.push((*local, to, data));
+            }
+        }
+    }
+    if ticked {
+        st.table.tick(now);
+        *last_tick = now;
+    }
+    let evs = st.table.take_events();
+    if let Some(h) = hook {
+        if ticked || !evs.is_empty() {
+            h(&st.table, &evs);
+        }
+    }
+}
+
+/// Hands STUN/DTLS packets to the control callback (after the worker lock is released).
+pub(crate) fn deliver_control(
+    control: Option<&ControlCallback>,
+    counters: &Counters,
+    ctl: &mut Vec<ControlPacket>,
+) {
+    if let Some(cb) = control {
+        counters
+            .control
+            .fetch_add(ctl.len() as u64, Ordering::Relaxed);
+        for p in ctl.drain(..) {
+            cb(p);
+        }
+    }
+}
+
+/// The epoll worker: level-triggered readiness, recvmmsg per ready socket, sendmmsg (or
+/// sendto for one datagram) per egress socket.
+fn epoll_loop(
     w: &Worker,
     stop: &AtomicBool,
     counters: &Counters,
@@ -408,9 +721,9 @@ fn worker_loop(
     let mut iovs = Vec::new();
     let mut hdrs = Vec::new();
     let mut ctl: Vec<ControlPacket> = Vec::new();
-    let mut owned: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut owned: Vec<OwnedSend> = Vec::new();
+    let mut tally = Tally::default();
     let mut last_tick = sys::monotonic_ns();
-    let tick_ns = TICK.as_nanos() as u64;
     while !stop.load(Ordering::Relaxed) {
         let n = match w.epoll.wait(&mut events, TICK.as_millis() as i32) {
             Ok(n) => n,
@@ -421,21 +734,16 @@ fn worker_loop(
         };
         let mut st = w.lock();
         let now = sys::monotonic_ns();
-        let (mut received, mut sent, mut failed, mut no_flow, mut syscalls) = (0, 0, 0, 0, 0);
         for ev in &events[..n] {
             let token = ev.u64;
             if token == WAKE_TOKEN {
                 w.wake.drain();
                 continue;
             }
-            let WorkerState {
-                table,
-                socks,
-                by_local,
-                transforms,
-            } = &mut *st;
-            let Some(s) = socks.get(&token) else { continue };
-            let (fd, local) = (s.sock.as_raw_fd(), s.local);
+            let Some((fd, local)) = st.socks.get(&token).map(|s| (s.sock.as_raw_fd(), s.local))
+            else {
+                continue;
+            };
             for _ in 0..MAX_ROUNDS {
                 let got = match batch.recv(fd) {
                     Ok(g) => g,
@@ -444,13 +752,12 @@ fn worker_loop(
                         0
                     }
                 };
-                syscalls += 1;
+                tally.syscalls += 1;
                 if got == 0 {
                     break;
                 }
-                received += got as u64;
+                tally.received += got as u64;
                 out.clear();
-                owned.clear();
                 let mut egress = None;
                 let now_i = Instant::now();
                 for i in 0..got {
@@ -460,149 +767,76 @@ fn worker_loop(
                     } else {
                         batch.payload(i)
                     };
-                    // A secure leg: its transform sees the datagram first; the table only
-                    // sees authenticated, decrypted media.
-                    if let Some(t) = transforms.get_mut(&local) {
-                        let verdict = t.inbound(now_i, src, payload);
-                        table.set_transform_destination(local, t.destination());
-                        // Its answers (STUN, DTLS flights) go out at once.
-                        while let Some((to, data)) = t.poll_transmit() {
-                            match s.sock.send_to(&data, to) {
-                                Ok(_) => sent += 1,
-                                Err(_) => failed += 1,
-                            }
-                        }
-                        if let TransformInbound::Media { plain, source } = verdict {
-                            match table.handle(local, source, &plain, now) {
-                                Verdict::Forward { from, to } => owned.push((from, to, plain)),
-                                Verdict::NoFlow => no_flow += 1,
-                                _ => {}
-                            }
-                        }
-                        continue;
-                    }
-                    match table.handle(local, src, payload, now) {
-                        Verdict::Forward { from, to } if transforms.contains_key(&from) => {
-                            owned.push((from, to, payload.to_vec()));
-                        }
-                        Verdict::Forward { from, to } => {
-                            egress = Some(from);
-                            out.push((i, to));
-                        }
-                        Verdict::Control(kind) => {
-                            if control.is_some() {
-                                ctl.push(ControlPacket {
-                                    local,
-                                    source: src,
-                                    kind,
-                                    data: payload.to_vec(),
-                                });
-                            }
-                        }
-                        Verdict::NoFlow => no_flow += 1,
-                        Verdict::Drop(_) => {}
+                    if let Some((from, to)) = on_datagram(
+                        &mut st,
+                        local,
+                        src,
+                        payload,
+                        now,
+                        now_i,
+                        control.is_some(),
+                        &mut ctl,
+                        &mut owned,
+                        &mut tally,
+                    ) {
+                        egress = Some(from);
+                        out.push((i, to));
                     }
                 }
                 if let Some(from) = egress {
-                    let esock = by_local.get(&from).and_then(|t| socks.get(t));
-                    let efd = esock.map(|s| s.sock.as_raw_fd());
-                    match efd {
+                    let esock = st.by_local.get(&from).and_then(|t| st.socks.get(t));
+                    match esock {
                         // One datagram (the common case at tens of packets/s per stream):
                         // sendto is cheaper than building a sendmmsg vector for one.
-                        Some(_) if out.len() == 1 => {
+                        Some(s) if out.len() == 1 => {
                             let (i, to) = out[0];
-                            match esock.map(|s| s.sock.send_to(batch.payload(i), to)) {
-                                Some(Ok(_)) => sent += 1,
-                                _ => failed += 1,
+                            match s.sock.send_to(batch.payload(i), to) {
+                                Ok(_) => tally.sent += 1,
+                                Err(_) => tally.failed += 1,
                             }
-                            syscalls += 1;
+                            tally.syscalls += 1;
                         }
-                        Some(efd) => {
+                        Some(s) => {
                             let items: Vec<(&[u8], SocketAddr)> =
                                 out.iter().map(|(i, to)| (batch.payload(*i), *to)).collect();
-                            let ok = sys::send_batch(efd, &items, &mut addrs, &mut iovs, &mut hdrs);
-                            syscalls += 1;
-                            sent += ok as u64;
-                            failed += (items.len() - ok) as u64;
+                            let ok = sys::send_batch(
+                                s.sock.as_raw_fd(),
+                                &items,
+                                &mut addrs,
+                                &mut iovs,
+                                &mut hdrs,
+                            );
+                            tally.syscalls += 1;
+                            tally.sent += ok as u64;
+                            tally.failed += (items.len() - ok) as u64;
                         }
-                        None => failed += out.len() as u64,
+                        None => tally.failed += out.len() as u64,
                     }
                 }
-                // Packets that were decrypted or must be protected: one send each.
-                for (from, to, data) in owned.drain(..) {
-                    let (data, to) = match transforms.get_mut(&from) {
-                        Some(t) => match (t.outbound(&data), t.destination()) {
-                            (Some(d), Some(dest)) => (d, dest),
-                            _ => {
-                                failed += 1;
-                                continue;
-                            }
-                        },
-                        None => (data, to),
-                    };
-                    let sock = by_local.get(&from).and_then(|t| socks.get(t));
-                    match sock.map(|s| s.sock.send_to(&data, to)) {
-                        Some(Ok(_)) => sent += 1,
-                        _ => failed += 1,
-                    }
-                    syscalls += 1;
-                }
+                send_owned(&st, &mut owned, &mut tally);
                 if got < batch.capacity() {
                     break;
                 }
             }
         }
-        // Timers of the secure legs (DTLS retransmissions, ICE consent: second-scale, so the
-        // relay tick is fine-grained enough) and what they queued meanwhile. Not per batch:
-        // that would visit every secure leg per packet.
-        let ticked = now.saturating_sub(last_tick) >= tick_ns;
-        if ticked && !st.transforms.is_empty() {
-            let now_i = Instant::now();
-            let WorkerState {
-                table,
-                socks,
-                by_local,
-                transforms,
-            } = &mut *st;
-            for (local, t) in transforms.iter_mut() {
-                if t.poll_timeout().is_some_and(|d| d <= now_i) {
-                    t.handle_timeout(now_i);
-                    table.set_transform_destination(*local, t.destination());
-                }
-                let sock = by_local.get(local).and_then(|k| socks.get(k));
-                while let Some((to, data)) = t.poll_transmit() {
-                    match sock.map(|s| s.sock.send_to(&data, to)) {
-                        Some(Ok(_)) => sent += 1,
-                        _ => failed += 1,
-                    }
-                }
-            }
-        }
-        if ticked {
-            st.table.tick(now);
-            last_tick = now;
-        }
-        let evs = st.table.take_events();
-        if let Some(h) = hook {
-            if ticked || !evs.is_empty() {
-                h(&st.table, &evs);
-            }
-        }
+        after_batch(&mut st, now, &mut last_tick, hook, &mut owned);
+        send_owned(&st, &mut owned, &mut tally);
         // Before unlocking: whoever sees the table after this batch sees
         // these counters too.
-        counters.received.fetch_add(received, Ordering::Relaxed);
-        counters.sent.fetch_add(sent, Ordering::Relaxed);
-        counters.send_failed.fetch_add(failed, Ordering::Relaxed);
-        counters.no_flow.fetch_add(no_flow, Ordering::Relaxed);
-        counters.syscalls.fetch_add(syscalls, Ordering::Relaxed);
+        tally.publish(counters);
         drop(st);
-        if let Some(cb) = control {
-            counters
-                .control
-                .fetch_add(ctl.len() as u64, Ordering::Relaxed);
-            for p in ctl.drain(..) {
-                cb(p);
-            }
+        deliver_control(control, counters, &mut ctl);
+    }
+}
+
+/// Sends (one sendto each) what `on_datagram`/`after_batch` produced.
+fn send_owned(st: &WorkerState, owned: &mut Vec<OwnedSend>, tally: &mut Tally) {
+    for (from, to, data) in owned.drain(..) {
+        let sock = st.by_local.get(&from).and_then(|t| st.socks.get(t));
+        match sock.map(|s| s.sock.send_to(&data, to)) {
+            Some(Ok(_)) => tally.sent += 1,
+            _ => tally.failed += 1,
         }
+        tally.syscalls += 1;
     }
 }

@@ -1,0 +1,539 @@
+//! The io_uring worker of the userspace relay: one ring per worker thread, a multishot
+//! `recvmsg` per relay socket filling buffers from a provided-buffer ring, and `send`
+//! requests (with destination address) straight from those buffers. One `io_uring_enter`
+//! submits every send of a wake-up and collects every datagram that arrived on any of the
+//! worker's sockets, where epoll costs a wait, a `recvmmsg` per ready socket and a send per
+//! datagram (at 50 packets/s per stream, sockets rarely have more than one datagram).
+//!
+//! The ring is `SINGLE_ISSUER | DEFER_TASKRUN`: completions are produced only when the
+//! worker asks for them, so control calls from other threads never touch it; they queue
+//! [`RingOp`]s under the worker lock and wake the worker through its eventfd (a multishot
+//! poll on the ring). The per-datagram decisions are the epoll loop's
+//! ([`super::userspace::on_datagram`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use tracing::{debug, warn};
+
+use super::sys::{self, BUF_SIZE};
+use super::userspace::{
+    after_batch, deliver_control, on_datagram, ControlCallback, ControlPacket, Counters, EventHook,
+    OwnedSend, RingOp, Tally, UserspaceOptions, Worker, TICK,
+};
+
+/// Provided receive buffers per worker (each [`BUF_SIZE`] bytes).
+const BUFFERS: u16 = 4096;
+/// Buffer group id of the provided-buffer ring.
+const BGID: u16 = 0;
+/// Sends in flight per worker (their buffers and addresses must stay put until completion).
+const SEND_SLOTS: usize = 4096;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+fn user_data(kind: u64, id: u64) -> u64 {
+    (kind << KIND_SHIFT) | (id & ID_MASK)
+}
+
+/// The ring of provided receive buffers (kernel-shared descriptor ring + the buffers).
+struct BufRing {
+    /// Page-aligned descriptor ring (mmap), `BUFFERS` entries.
+    ring: *mut types::BufRingEntry,
+    ring_bytes: usize,
+    bufs: Vec<u8>,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new() -> io::Result<Self> {
+        let ring_bytes = usize::from(BUFFERS) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: anonymous private mapping, checked for failure below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = BufRing {
+            ring: p.cast(),
+            ring_bytes,
+            bufs: vec![0u8; usize::from(BUFFERS) * BUF_SIZE],
+            tail: 0,
+        };
+        for bid in 0..BUFFERS {
+            r.give_back(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    /// Returns buffer `bid` to the kernel (visible after [`Self::publish`]).
+    fn give_back(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (BUFFERS - 1));
+        // SAFETY: idx < BUFFERS entries of the mapping; only this thread writes entries.
+        let e = unsafe { &mut *self.ring.add(idx) };
+        let addr = self.bufs.as_ptr() as u64 + (usize::from(bid) * BUF_SIZE) as u64;
+        e.set_addr(addr);
+        e.set_len(BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field of the ring's first entry; the kernel reads it atomically.
+        let tail = unsafe { &*(types::BufRingEntry::tail(self.ring) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    fn buf(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * BUF_SIZE;
+        &self.bufs[start..start + len.min(BUF_SIZE)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new(); the ring (which referenced it) is gone by now
+        // (Ring drops its IoUring first).
+        unsafe { libc::munmap(self.ring.cast(), self.ring_bytes) };
+    }
+}
+
+/// One in-flight send: its destination and what keeps its bytes alive.
+struct Slot {
+    addr: libc::sockaddr_storage,
+    /// Receive buffer being sent (returned to the buffer ring on completion).
+    bid: Option<u16>,
+    /// Or bytes of our own.
+    data: Vec<u8>,
+}
+
+/// A worker's ring and the memory it points into. Fields drop in order: the ring (which
+/// cancels everything in flight) before the buffers.
+pub(crate) struct Ring {
+    ring: IoUring,
+    bufs: BufRing,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Only `msg_namelen` matters to the multishot receive.
+    msghdr: Box<libc::msghdr>,
+    min_wait_us: u32,
+    want: usize,
+    /// Multishot receives in flight.
+    armed: usize,
+}
+
+// SAFETY: the raw pointers (descriptor ring, msghdr) point into memory owned by this
+// struct; a Ring is created on and used by one thread (moved there before use).
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Sets up a ring with a provided-buffer ring; fails where io_uring or the features the
+    /// relay needs are missing (old kernel, `kernel.io_uring_disabled`, seccomp).
+    pub(crate) fn new(opts: &UserspaceOptions) -> io::Result<Self> {
+        let ring: IoUring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(u32::from(BUFFERS) * 2 + 1024)
+            .build(1024)?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(io::Error::other("io_uring lacks EXT_ARG (Linux 5.11+)"));
+        }
+        let bufs = BufRing::new()?;
+        // SAFETY: the descriptor ring stays mapped until after the IoUring is dropped.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.ring as u64, BUFFERS, BGID, 0)?;
+        }
+        let min_wait_us = if opts.coalesce.is_zero() || !ring.params().is_feature_min_timeout() {
+            0
+        } else {
+            u32::try_from(opts.coalesce.as_micros()).unwrap_or(u32::MAX)
+        };
+        // SAFETY: all-zero is a valid msghdr / sockaddr_storage.
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let slots = (0..SEND_SLOTS)
+            .map(|_| Slot {
+                addr: unsafe { std::mem::zeroed() },
+                bid: None,
+                data: Vec::new(),
+            })
+            .collect();
+        Ok(Ring {
+            ring,
+            bufs,
+            slots,
+            free: (0..SEND_SLOTS).rev().collect(),
+            msghdr,
+            min_wait_us,
+            want: if min_wait_us > 0 { opts.batch } else { 1 },
+            armed: 0,
+        })
+    }
+}
+
+/// Queues an SQE, flushing the submission queue to the kernel when it is full.
+fn push(ring: &mut IoUring, e: &squeue::Entry) {
+    loop {
+        // SAFETY: every entry points into memory that outlives the request (buffers,
+        // slots, msghdr owned by Ring; sockets kept until their final completion).
+        if unsafe { ring.submission().push(e) }.is_ok() {
+            return;
+        }
+        if let Err(err) = ring.submit() {
+            warn!(error = %err, "io_uring submit");
+            return;
+        }
+    }
+}
+
+/// What a send carries: (part of) a receive buffer, or bytes of our own.
+enum Bytes {
+    Buffer { bid: u16, off: usize, len: usize },
+    Owned(Vec<u8>),
+}
+
+/// Queues a send from the socket `fd` to `to`. False (counted as failed) when every slot is
+/// in flight; a receive buffer is then still the caller's.
+fn queue_send(r: &mut Ring, fd: i32, to: SocketAddr, bytes: Bytes, tally: &mut Tally) -> bool {
+    let Some(i) = r.free.pop() else {
+        tally.failed += 1;
+        return false;
+    };
+    let s = &mut r.slots[i];
+    let alen = sys::to_sockaddr(to, &mut s.addr);
+    let (ptr, len) = match bytes {
+        Bytes::Buffer { bid, off, len } => {
+            s.bid = Some(bid);
+            let start = usize::from(bid) * BUF_SIZE + off;
+            let end = (start + len).min(r.bufs.bufs.len());
+            (r.bufs.bufs[start..end].as_ptr(), end - start)
+        }
+        Bytes::Owned(d) => {
+            s.data = d;
+            (s.data.as_ptr(), s.data.len())
+        }
+    };
+    let e = opcode::Send::new(types::Fd(fd), ptr, len as u32)
+        .dest_addr((&s.addr as *const libc::sockaddr_storage).cast())
+        .dest_addr_len(alen)
+        .build()
+        .user_data(user_data(KIND_SEND, i as u64));
+    push(&mut r.ring, &e);
+    true
+}
+
+fn arm_recv(r: &mut Ring, fd: i32, token: u64) {
+    r.armed += 1;
+    let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*r.msghdr, BGID)
+        .build()
+        .user_data(user_data(KIND_RECV, token));
+    push(&mut r.ring, &e);
+}
+
+fn arm_wake(r: &mut Ring, w: &Worker) {
+    let e = opcode::PollAdd::new(types::Fd(w.wake.raw()), libc::POLLIN as u32)
+        .multi(true)
+        .build()
+        .user_data(user_data(KIND_WAKE, 0));
+    push(&mut r.ring, &e);
+}
+
+/// The worker loop; returns when `stop` is set (or the ring fails).
+pub(crate) fn run(
+    mut r: Ring,
+    w: &Worker,
+    stop: &AtomicBool,
+    counters: &Counters,
+    control: Option<&ControlCallback>,
+    hook: Option<&EventHook>,
+) {
+    arm_wake(&mut r, w);
+    let mut ctl: Vec<ControlPacket> = Vec::new();
+    let mut owned: Vec<OwnedSend> = Vec::new();
+    let mut tally = Tally::default();
+    let mut rearm: Vec<u64> = Vec::new();
+    let mut wake_rearm = false;
+    let mut last_tick = sys::monotonic_ns();
+    let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        // Wait for completions, up to the next tick.
+        let since = sys::monotonic_ns().saturating_sub(last_tick);
+        let left = (TICK.as_nanos() as u64)
+            .saturating_sub(since)
+            .max(1_000_000);
+        let ts = types::Timespec::from(Duration::from_nanos(left));
+        let mut args = types::SubmitArgs::new().timespec(&ts);
+        if r.min_wait_us > 0 {
+            args = args.min_wait_usec(r.min_wait_us);
+        }
+        match r.ring.submitter().submit_with_args(r.want, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => {
+                warn!(error = %e, "io_uring_enter failed; relay worker stops");
+                return;
+            }
+        }
+        tally.syscalls += 1;
+        cqes.clear();
+        cqes.extend(r.ring.completion());
+        let mut st = w.lock();
+        let now = sys::monotonic_ns();
+        let now_i = Instant::now();
+        let mut closed_any = false;
+        for cqe in &cqes {
+            let ud = cqe.user_data();
+            let id = ud & ID_MASK;
+            let res = cqe.result();
+            let more = cqueue::more(cqe.flags());
+            match ud >> KIND_SHIFT {
+                KIND_SEND => {
+                    let i = id as usize;
+                    if let Some(s) = r.slots.get_mut(i) {
+                        if res >= 0 {
+                            tally.sent += 1;
+                        } else {
+                            tally.failed += 1;
+                        }
+                        if let Some(b) = s.bid.take() {
+                            r.bufs.give_back(b);
+                        }
+                        s.data = Vec::new();
+                        r.free.push(i);
+                    }
+                }
+                KIND_RECV => {
+                    let bid = cqueue::buffer_select(cqe.flags());
+                    if res >= 0 {
+                        if let Some(b) = bid {
+                            let kept = on_recv(
+                                &mut r,
+                                &mut st,
+                                id,
+                                b,
+                                res as usize,
+                                (now, now_i),
+                                control.is_some(),
+                                &mut ctl,
+                                &mut owned,
+                                &mut tally,
+                            );
+                            if !kept {
+                                r.bufs.give_back(b);
+                            }
+                        }
+                    } else if let Some(b) = bid {
+                        r.bufs.give_back(b);
+                    }
+                    if !more {
+                        r.armed = r.armed.saturating_sub(1);
+                        if st.closing.remove(&id).is_some() {
+                            closed_any = true;
+                        } else if st.socks.contains_key(&id) {
+                            if res < 0 && res != -libc::ENOBUFS {
+                                debug!(token = id, error = %io::Error::from_raw_os_error(-res), "relay receive ended; re-armed");
+                            }
+                            rearm.push(id);
+                        }
+                    }
+                }
+                // Cancellation running concurrently with the receive: ask again.
+                KIND_CANCEL if res == -libc::EALREADY => st.ring_ops.push(RingOp::Cancel(id)),
+                // The receive was not armed (ENOENT): the socket can go now.
+                KIND_CANCEL if res < 0 && st.closing.remove(&id).is_some() => closed_any = true,
+                KIND_WAKE => {
+                    w.wake.drain();
+                    tally.syscalls += 1;
+                    if !more {
+                        wake_rearm = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Control requests.
+        for op in std::mem::take(&mut st.ring_ops) {
+            match op {
+                RingOp::Arm(token) => rearm.push(token),
+                RingOp::Cancel(token) => {
+                    let e = opcode::AsyncCancel::new(user_data(KIND_RECV, token))
+                        .build()
+                        .user_data(user_data(KIND_CANCEL, token));
+                    push(&mut r.ring, &e);
+                }
+            }
+        }
+        for token in rearm.drain(..) {
+            if let Some(fd) = st.socks.get(&token).map(|s| s.sock.as_raw_fd()) {
+                arm_recv(&mut r, fd, token);
+            }
+        }
+        if wake_rearm {
+            arm_wake(&mut r, w);
+            wake_rearm = false;
+        }
+        after_batch(&mut st, now, &mut last_tick, hook, &mut owned);
+        for (from, to, data) in owned.drain(..) {
+            match st.by_local.get(&from).and_then(|t| st.socks.get(t)) {
+                Some(s) => {
+                    let fd = s.sock.as_raw_fd();
+                    queue_send(&mut r, fd, to, Bytes::Owned(data), &mut tally);
+                }
+                None => tally.failed += 1,
+            }
+        }
+        r.bufs.publish();
+        tally.publish(counters);
+        drop(st);
+        if closed_any {
+            w.notify_closed();
+        }
+        deliver_control(control, counters, &mut ctl);
+    }
+    shutdown(&mut r);
+}
+
+/// Cancels every request and waits (bounded) until the kernel no longer refers to the
+/// buffers, so that dropping them is safe.
+fn shutdown(r: &mut Ring) {
+    let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+        .build()
+        .user_data(user_data(KIND_CANCEL, ID_MASK));
+    push(&mut r.ring, &e);
+    let ts = types::Timespec::from(Duration::from_millis(50));
+    for _ in 0..40 {
+        if r.armed == 0 && r.free.len() == SEND_SLOTS {
+            return;
+        }
+        let args = types::SubmitArgs::new().timespec(&ts);
+        if let Err(e) = r.ring.submitter().submit_with_args(1, &args) {
+            if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) {
+                break;
+            }
+        }
+        let done: Vec<cqueue::Entry> = r.ring.completion().collect();
+        for cqe in done {
+            let ud = cqe.user_data();
+            match ud >> KIND_SHIFT {
+                KIND_RECV if !cqueue::more(cqe.flags()) => r.armed = r.armed.saturating_sub(1),
+                KIND_SEND => r.free.push((ud & ID_MASK) as usize),
+                _ => {}
+            }
+        }
+    }
+    // Still referenced: leak the buffers rather than free memory the kernel may write.
+    warn!(
+        receives = r.armed,
+        sends = SEND_SLOTS - r.free.len(),
+        "io_uring requests outstanding at relay shutdown; buffers leaked"
+    );
+    std::mem::forget(std::mem::take(&mut r.bufs.bufs));
+}
+
+/// One received datagram in buffer `bid` (`len` bytes of recvmsg output) on the socket of
+/// `token`. Returns true when the buffer went out in a send (returned on its completion).
+#[allow(clippy::too_many_arguments)]
+fn on_recv(
+    r: &mut Ring,
+    st: &mut super::userspace::WorkerState,
+    token: u64,
+    bid: u16,
+    len: usize,
+    (now, now_i): (u64, Instant),
+    want_ctl: bool,
+    ctl: &mut Vec<ControlPacket>,
+    owned: &mut Vec<OwnedSend>,
+    tally: &mut Tally,
+) -> bool {
+    tally.received += 1;
+    let Some(local) = st.socks.get(&token).map(|s| s.local) else {
+        // Removed pair: not forwarded.
+        tally.no_flow += 1;
+        return false;
+    };
+    let Ok(msg) = types::RecvMsgOut::parse(r.bufs.buf(bid, len), &r.msghdr) else {
+        return false;
+    };
+    let Some(src) = sockaddr_from_name(msg.name_data()) else {
+        return false;
+    };
+    let payload: &[u8] = if msg.is_payload_truncated() {
+        &[]
+    } else {
+        msg.payload_data()
+    };
+    let (poff, plen) = (
+        payload.as_ptr() as usize - r.bufs.buf(bid, len).as_ptr() as usize,
+        payload.len(),
+    );
+    let fwd = on_datagram(
+        st, local, src, payload, now, now_i, want_ctl, ctl, owned, tally,
+    );
+    let Some((from, to)) = fwd else {
+        return false;
+    };
+    let Some(fd) = st
+        .by_local
+        .get(&from)
+        .and_then(|t| st.socks.get(t))
+        .map(|s| s.sock.as_raw_fd())
+    else {
+        tally.failed += 1;
+        return false;
+    };
+    // Send the payload in place: the slot keeps the buffer until the send completes.
+    queue_send(
+        r,
+        fd,
+        to,
+        Bytes::Buffer {
+            bid,
+            off: poff,
+            len: plen,
+        },
+        tally,
+    )
+}
+
+/// The source address the kernel wrote into the recvmsg output.
+fn sockaddr_from_name(name: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = name
+        .len()
+        .min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies n <= size_of(sockaddr_storage) bytes into it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        );
+    }
+    if n < 2 {
+        return None;
+    }
+    sys::from_sockaddr(&ss)
+}
