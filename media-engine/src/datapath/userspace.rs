@@ -7,6 +7,7 @@
 //! whole batch) and by control calls; so when [`UserspaceRelay::remove_pair`]
 //! returns, the sockets are closed and not one more packet is forwarded.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -598,7 +599,9 @@ pub(crate) fn on_datagram(
         }
         if let TransformInbound::Media { plain, source } = verdict {
             match table.handle(local, source, &plain, now) {
-                Verdict::Forward { from, to } => protect_into(transforms, from, to, plain, owned),
+                Verdict::Forward { from, to } => {
+                    protect_into(transforms, from, to, Cow::Owned(plain), owned)
+                }
                 Verdict::NoFlow => tally.no_flow += 1,
                 _ => {}
             }
@@ -607,7 +610,7 @@ pub(crate) fn on_datagram(
     }
     match table.handle(local, src, payload, now) {
         Verdict::Forward { from, to } if transforms.contains_key(&from) => {
-            protect_into(transforms, from, to, payload.to_vec(), owned);
+            protect_into(transforms, from, to, Cow::Borrowed(payload), owned);
             None
         }
         Verdict::Forward { from, to } => Some((from, to)),
@@ -636,7 +639,7 @@ fn protect_into(
     transforms: &mut TransformMap,
     from: SocketAddr,
     to: SocketAddr,
-    plain: Vec<u8>,
+    plain: Cow<'_, [u8]>,
     owned: &mut Vec<OwnedSend>,
 ) {
     match transforms.get_mut(&from) {
@@ -645,7 +648,7 @@ fn protect_into(
                 owned.push((from, dest, d));
             }
         }
-        None => owned.push((from, to, plain)),
+        None => owned.push((from, to, plain.into_owned())),
     }
 }
 
