@@ -409,6 +409,7 @@ fn bench_ours(args: &Args) -> f64 {
                 peer: Some(b.local_addr().expect("addr")),
                 learn: LearnPolicy::Off,
             },
+            rtcp: None,
         };
         let mut keys = None;
         let transforms: [Option<Box<dyn LegTransform>>; 2] = if args.srtp {

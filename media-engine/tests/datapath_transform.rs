@@ -143,6 +143,7 @@ fn secure_leg_is_decrypted_authenticated_and_protected_both_ways() {
             peer: Some(plain_party.local_addr().unwrap()),
             learn: LearnPolicy::Off,
         },
+        rtcp: None,
     };
     let id = dp
         .create_pair_with(spec, [Some(Box::new(toy)), None])

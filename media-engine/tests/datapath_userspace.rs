@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use media_engine::datapath::{
     ActiveDatapath, ControlKind, ControlPacket, Datapath, DatapathConfig, DatapathError,
-    DatapathKind, FlowPairSpec, LatchState, LearnPolicy, LegSpec, PairId, RelayIo,
+    DatapathKind, FlowPairSpec, LatchState, LearnPolicy, LegSpec, PairId, RelayIo, RtcpDemux, Side,
     UserspaceOptions,
 };
 
@@ -119,6 +119,7 @@ fn call(
             peer: Some(b.local_addr().unwrap()),
             learn: learn_b,
         },
+        rtcp: None,
     };
     let id = dp.create_pair(spec).unwrap();
     Call { a, b, ra, rb, id }
@@ -383,6 +384,7 @@ fn update_relatches_changed_leg() {
         FlowPairSpec {
             a: spec.a.spec,
             b: spec.b.spec,
+            rtcp: None,
         },
     )
     .unwrap();
@@ -409,6 +411,7 @@ fn bind_conflict_is_an_error_and_leaves_nothing() {
             peer: None,
             learn: LearnPolicy::DEFAULT_WINDOW,
         },
+        rtcp: None,
     };
     assert!(matches!(
         dp.create_pair(spec),
@@ -466,6 +469,7 @@ fn relays_ipv6() {
                 peer: Some(b.local_addr().unwrap()),
                 learn: LearnPolicy::Off,
             },
+            rtcp: None,
         })
         .unwrap();
     for seq in 0..20 {
@@ -567,6 +571,58 @@ fn offer_answer_plan_programs_the_relay() {
     }
 }
 
+/// A browser-like party multiplexing RTCP on its RTP socket (RFC 5761) and a phone with a
+/// separate RTCP socket: RTCP crosses between the muxed socket and the phone's RTCP port,
+/// RTP stays on the RTP pair, the third socket goes away with the pair.
+fn rtcp_between_muxed_and_non_muxed_parties() {
+    let dp = userspace(1);
+    let (browser, phone_rtp, phone_rtcp) = (peer(), peer(), peer());
+    let (ra, rb, rb_rtcp) = (free_local(), free_local(), free_local());
+    let spec = FlowPairSpec {
+        a: LegSpec {
+            local: ra,
+            peer: Some(browser.local_addr().unwrap()),
+            learn: LearnPolicy::Off,
+        },
+        b: LegSpec {
+            local: rb,
+            peer: Some(phone_rtp.local_addr().unwrap()),
+            learn: LearnPolicy::Off,
+        },
+        rtcp: Some(RtcpDemux {
+            muxed: Side::A,
+            leg: LegSpec {
+                local: rb_rtcp,
+                peer: Some(phone_rtcp.local_addr().unwrap()),
+                learn: LearnPolicy::Off,
+            },
+        }),
+    };
+    let id = dp.create_pair(spec).unwrap();
+    let sr = |ssrc: u8| vec![0x80, 200, 0, 6, 0, 0, 0, ssrc, 0, 0, 0, 0, 0, 0, 0, 0];
+    browser.send_to(&rtp(1, 7), ra).unwrap();
+    browser.send_to(&sr(7), ra).unwrap();
+    assert_eq!(
+        recv_all(&phone_rtp, 1, Duration::from_secs(2)),
+        vec![(rb, rtp(1, 7))]
+    );
+    assert_eq!(
+        recv_all(&phone_rtcp, 1, Duration::from_secs(2)),
+        vec![(rb_rtcp, sr(7))]
+    );
+    phone_rtp.send_to(&rtp(1, 9), rb).unwrap();
+    phone_rtcp.send_to(&sr(9), rb_rtcp).unwrap();
+    let got = recv_all(&browser, 2, Duration::from_secs(2));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&(ra, rtp(1, 9))) && got.contains(&(ra, sr(9))));
+    silence(&phone_rtp, "RTCP must not reach the phone's RTP port");
+    let c = dp.pair(id).unwrap();
+    assert_eq!(c.a_to_b.packets, 2);
+    assert_eq!(c.b_to_a.packets, 2, "the RTCP leg counts toward b -> a");
+    dp.remove_pair(id).unwrap();
+    UdpSocket::bind(rb_rtcp).expect("RTCP relay port released");
+}
+
 fn with_io(io: RelayIo, test: fn()) {
     IO.with(|c| c.set(io));
     test();
@@ -597,4 +653,5 @@ in_both_io_modes!(
     selection_auto_falls_back_and_xdp_without_interfaces_fails,
     relays_ipv6,
     offer_answer_plan_programs_the_relay,
+    rtcp_between_muxed_and_non_muxed_parties,
 );

@@ -188,6 +188,7 @@ fn strict_pair_in_xdp(mode: AttachMode, test: &str) {
                 peer: Some(sa("198.18.2.2:6000")),
                 learn: LearnPolicy::Off,
             },
+            rtcp: None,
         },
     );
     // Learning off with SDP addresses: final at once, installed as strict.
@@ -307,6 +308,7 @@ fn xdp_learn_window_then_strict_in_xdp() {
                     duration: Duration::from_secs(10),
                 },
             },
+            rtcp: None,
         },
     );
     // Before C speaks: A->C goes by userspace to C's SDP address.
@@ -394,6 +396,7 @@ fn xdp_update_moves_installed_flow() {
             peer: Some(sa("198.18.2.2:6000")),
             learn: LearnPolicy::Off,
         },
+        rtcp: None,
     };
     let id = create(&t, &dp, spec);
     wait_pair(&dp, id, "installed", |p| p.a_to_b_in_xdp && p.b_to_a_in_xdp);
@@ -445,6 +448,7 @@ fn xdp_ipv6_strict_pair() {
                 peer: Some(sa("[2001:db8:2::2]:6010")),
                 learn: LearnPolicy::Off,
             },
+            rtcp: None,
         },
     );
     wait_pair(&dp, id, "IPv6 installed in XDP", |p| {

@@ -179,6 +179,8 @@ impl MediaRelay {
                                 && o.security == security
                                 && o.spec.a.local == spec.a.local
                                 && o.spec.b.local == spec.b.local
+                                && o.spec.rtcp.map(|r| (r.muxed, r.leg.local))
+                                    == spec.rtcp.map(|r| (r.muxed, r.leg.local))
                         });
                         if keep {
                             if let Some(mut o) = old.get_mut(pos).and_then(Option::take) {

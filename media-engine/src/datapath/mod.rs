@@ -33,8 +33,8 @@ pub use transform::{LegTransform, TransformInbound};
 
 use crate::session::StreamPlan;
 pub use table::{
-    ControlKind, DirectionCounters, DropReason, FlowPairSpec, FlowTable, LatchState, LearnPolicy,
-    LegInfo, LegSpec, PairId, PairInfo, TableError, Verdict,
+    is_rtcp, ControlKind, DirectionCounters, DropReason, FlowPairSpec, FlowTable, LatchState,
+    LearnPolicy, LegInfo, LegSpec, PairId, PairInfo, RtcpDemux, Side, TableError, Verdict,
 };
 pub use userspace::{
     ControlCallback, ControlPacket, RelayIo, UserspaceOptions, UserspaceRelay, UserspaceStats,
@@ -101,6 +101,27 @@ pub struct DatapathConfig {
     pub attach_mode: AttachMode,
     pub xdp_max_flows: Option<u32>,
     pub userspace: UserspaceOptions,
+}
+
+/// Local sockets of a pair's legs (a, b, then the RTCP leg of a muxed/non-muxed pair).
+fn info_locals(info: &PairInfo) -> Vec<SocketAddr> {
+    let mut v = vec![info.a.spec.local, info.b.spec.local];
+    if let Some((_, c)) = &info.rtcp {
+        v.push(c.spec.local);
+    }
+    v
+}
+
+/// The RTCP leg of a muxed/non-muxed pair carries the non-muxed party's RTCP toward the
+/// muxed party: counted in that direction (userspace and XDP counts).
+fn fold_rtcp(info: &PairInfo, xdp: FlowCounters, ab: &mut FlowCounters, ba: &mut FlowCounters) {
+    if let Some((muxed, c)) = &info.rtcp {
+        let total = xdp::merge_counters(c.counters.forwarded, xdp);
+        match muxed {
+            Side::A => *ba = xdp::merge_counters(*ba, total),
+            Side::B => *ab = xdp::merge_counters(*ab, total),
+        }
+    }
 }
 
 /// Counters of a pair's directions across both datapaths.
@@ -213,7 +234,7 @@ impl Datapath {
         let x = self.xdp.clone();
         self.user.update_pair_then(id, spec, |t| {
             if let Some(x) = x {
-                let locals = [spec.a.local, spec.b.local];
+                let locals = spec.locals();
                 x.uninstall(&locals, true);
                 // Re-install what is still final with the new addresses.
                 let evs: Vec<table::TableEvent> = locals
@@ -232,17 +253,25 @@ impl Datapath {
     pub fn remove_pair(&self, id: PairId) -> Option<PairCounters> {
         let x = self.xdp.clone();
         let mut xdp_counts = (FlowCounters::default(), FlowCounters::default());
+        let mut xdp_rtcp = (Side::A, FlowCounters::default());
         let info = self.user.remove_pair_then(id, |info| {
             if let Some(x) = x {
-                let c = x.uninstall(&[info.a.spec.local, info.b.spec.local], false);
-                if let [a, b] = c[..] {
+                let c = x.uninstall(&info_locals(info), false);
+                if let [a, b, ..] = c[..] {
                     xdp_counts = (a, b);
+                }
+                if let (Some((side, _)), Some(r)) = (info.rtcp, c.get(2)) {
+                    xdp_rtcp = (side, *r);
                 }
             }
         })?;
+        let (mut ab, mut ba) = (info.a.counters.forwarded, info.b.counters.forwarded);
+        ab = xdp::merge_counters(ab, xdp_counts.0);
+        ba = xdp::merge_counters(ba, xdp_counts.1);
+        fold_rtcp(&info, xdp_rtcp.1, &mut ab, &mut ba);
         Some(PairCounters {
-            a_to_b: xdp::merge_counters(info.a.counters.forwarded, xdp_counts.0),
-            b_to_a: xdp::merge_counters(info.b.counters.forwarded, xdp_counts.1),
+            a_to_b: ab,
+            b_to_a: ba,
             info,
             a_to_b_in_xdp: false,
             b_to_a_in_xdp: false,
@@ -252,12 +281,17 @@ impl Datapath {
     fn with_xdp(&self, info: PairInfo) -> PairCounters {
         let (mut ab, mut ba) = (info.a.counters.forwarded, info.b.counters.forwarded);
         let (mut ia, mut ib) = (false, false);
+        let mut rtcp_xdp = FlowCounters::default();
         if let Some(x) = &self.xdp {
             ab = xdp::merge_counters(ab, x.counters(info.a.spec.local));
             ba = xdp::merge_counters(ba, x.counters(info.b.spec.local));
             ia = x.is_installed(info.a.spec.local);
             ib = x.is_installed(info.b.spec.local);
+            if let Some((_, c)) = &info.rtcp {
+                rtcp_xdp = x.counters(c.spec.local);
+            }
         }
+        fold_rtcp(&info, rtcp_xdp, &mut ab, &mut ba);
         PairCounters {
             a_to_b: ab,
             b_to_a: ba,
@@ -327,30 +361,59 @@ pub fn pairs_from_plan(plan: &StreamPlan, learn: [LearnPolicy; 2]) -> Vec<FlowPa
         peer,
         learn,
     };
-    let mut out = vec![FlowPairSpec {
-        a: leg(s0.local_address, p0.rtp, s0.peer_rtp, learn[0]),
-        b: leg(s1.local_address, p1.rtp, s1.peer_rtp, learn[1]),
-    }];
-    if let (Some(r0), Some(r1)) = (p0.rtcp, p1.rtcp) {
-        let rtcp_peer = |rtcp: Option<SocketAddr>, rtp: Option<SocketAddr>| {
-            rtcp.or_else(|| rtp.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))))
-        };
-        out.push(FlowPairSpec {
-            a: leg(
-                s0.local_address,
-                r0,
-                rtcp_peer(s0.peer_rtcp, s0.peer_rtp),
-                learn[0],
+    let rtcp_peer = |rtcp: Option<SocketAddr>, rtp: Option<SocketAddr>| {
+        rtcp.or_else(|| rtp.map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1))))
+    };
+    let mut rtp = FlowPairSpec::new(
+        leg(s0.local_address, p0.rtp, s0.peer_rtp, learn[0]),
+        leg(s1.local_address, p1.rtp, s1.peer_rtp, learn[1]),
+    );
+    match (p0.rtcp, p1.rtcp) {
+        (Some(r0), Some(r1)) => vec![
+            rtp,
+            FlowPairSpec::new(
+                leg(
+                    s0.local_address,
+                    r0,
+                    rtcp_peer(s0.peer_rtcp, s0.peer_rtp),
+                    learn[0],
+                ),
+                leg(
+                    s1.local_address,
+                    r1,
+                    rtcp_peer(s1.peer_rtcp, s1.peer_rtp),
+                    learn[1],
+                ),
             ),
-            b: leg(
-                s1.local_address,
-                r1,
-                rtcp_peer(s1.peer_rtcp, s1.peer_rtp),
-                learn[1],
-            ),
-        });
+        ],
+        // One side muxes (RFC 5761), the other has its own RTCP port: RTCP is split off
+        // the muxed leg by packet type.
+        (None, Some(r1)) => {
+            rtp.rtcp = Some(RtcpDemux {
+                muxed: Side::A,
+                leg: leg(
+                    s1.local_address,
+                    r1,
+                    rtcp_peer(s1.peer_rtcp, s1.peer_rtp),
+                    learn[1],
+                ),
+            });
+            vec![rtp]
+        }
+        (Some(r0), None) => {
+            rtp.rtcp = Some(RtcpDemux {
+                muxed: Side::B,
+                leg: leg(
+                    s0.local_address,
+                    r0,
+                    rtcp_peer(s0.peer_rtcp, s0.peer_rtp),
+                    learn[0],
+                ),
+            });
+            vec![rtp]
+        }
+        (None, None) => vec![rtp],
     }
-    out
 }
 
 #[cfg(test)]
@@ -421,9 +484,34 @@ mod tests {
             "10.0.0.1:40001".parse::<SocketAddr>().unwrap()
         );
 
+        // Side 0 muxes, side 1 does not: one pair, RTCP split off to side 1's RTCP socket.
         let mut muxed = plan.clone();
         muxed.sides[0] = side("192.0.2.1", 30000, None, Some("203.0.113.5:5004"));
-        assert_eq!(pairs_from_plan(&muxed, [w, w]).len(), 1);
+        let p = pairs_from_plan(&muxed, [w, LearnPolicy::Off]);
+        assert_eq!(p.len(), 1);
+        let r = p[0].rtcp.expect("RTCP demux");
+        assert_eq!(r.muxed, Side::A);
+        assert_eq!(r.leg.local, "10.0.0.1:40001".parse::<SocketAddr>().unwrap());
+        assert_eq!(r.leg.learn, LearnPolicy::Off);
+        let mut muxed_b = plan.clone();
+        muxed_b.sides[1] = side("10.0.0.1", 40000, None, None);
+        let p = pairs_from_plan(&muxed_b, [w, w]);
+        assert_eq!(p.len(), 1);
+        let r = p[0].rtcp.expect("RTCP demux");
+        assert_eq!(r.muxed, Side::B);
+        assert_eq!(
+            r.leg.local,
+            "192.0.2.1:30001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            r.leg.peer,
+            Some("203.0.113.5:5005".parse::<SocketAddr>().unwrap())
+        );
+        let mut both = muxed;
+        both.sides[1] = side("10.0.0.1", 40000, None, None);
+        let p = pairs_from_plan(&both, [w, w]);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].rtcp.is_none());
         let mut disabled = plan;
         disabled.sides[1].disabled = true;
         assert!(pairs_from_plan(&disabled, [w, w]).is_empty());

@@ -64,6 +64,44 @@ pub struct LegSpec {
 pub struct FlowPairSpec {
     pub a: LegSpec,
     pub b: LegSpec,
+    /// One side multiplexes RTCP on its RTP port (RFC 5761) and the other does not.
+    pub rtcp: Option<RtcpDemux>,
+}
+
+impl FlowPairSpec {
+    /// A pair of two legs (RTP, or RTCP when both sides have their own RTCP port).
+    pub fn new(a: LegSpec, b: LegSpec) -> Self {
+        FlowPairSpec { a, b, rtcp: None }
+    }
+
+    /// Every local socket of the pair (two or three).
+    pub fn locals(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.a.local, self.b.local];
+        if let Some(r) = &self.rtcp {
+            v.push(r.leg.local);
+        }
+        v
+    }
+}
+
+/// Side of a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// RTCP between a side that multiplexes it with RTP (RFC 5761) and one that does not:
+/// RTCP (RFC 5761 section 4: second byte 192-223) arriving on the muxed side's socket
+/// leaves from `leg.local` (the other side's RTCP relay socket) toward that party's RTCP
+/// address, and RTCP arriving on `leg.local` leaves from the muxed socket toward the muxed
+/// party. RTP is relayed as in any pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtcpDemux {
+    /// The side that multiplexes.
+    pub muxed: Side,
+    /// The other side's RTCP leg.
+    pub leg: LegSpec,
 }
 
 /// Latching state of a leg.
@@ -153,6 +191,8 @@ pub struct PairInfo {
     pub id: PairId,
     pub a: LegInfo,
     pub b: LegInfo,
+    /// The RTCP leg of a muxed/non-muxed pair ([`FlowPairSpec::rtcp`]) and its muxed side.
+    pub rtcp: Option<(Side, LegInfo)>,
 }
 
 /// Events for the layer above (XDP installation).
@@ -175,6 +215,8 @@ pub enum TableError {
     LocalChanged(SocketAddr, SocketAddr),
     #[error("address family of {0} differs from its local socket")]
     FamilyMismatch(SocketAddr),
+    #[error("flow pair update cannot add, remove or move its RTCP leg; remove and create it")]
+    RtcpChanged,
 }
 
 #[derive(Debug)]
@@ -193,6 +235,8 @@ struct Leg {
     transformed: bool,
     /// Where media to a transformed leg's party goes, as its transform last said.
     transform_destination: Option<SocketAddr>,
+    /// A muxed leg facing a non-muxed side: the local socket its RTCP leaves from.
+    rtcp_via: Option<SocketAddr>,
 }
 
 impl Leg {
@@ -207,6 +251,7 @@ impl Leg {
             counters: DirectionCounters::default(),
             transformed: false,
             transform_destination: None,
+            rtcp_via: None,
         };
         l.reset_latch();
         l
@@ -330,11 +375,24 @@ fn check_family(spec: &LegSpec) -> Result<(), TableError> {
     Ok(())
 }
 
+/// RTCP by the second byte (RFC 5761 section 4: packet types 192-223).
+pub fn is_rtcp(payload: &[u8]) -> bool {
+    matches!(payload.get(1), Some(192..=223))
+}
+
+/// Local sockets of a pair's legs: a, b and the RTCP leg of a muxed/non-muxed pair.
+#[derive(Clone, Copy, Debug)]
+struct PairLegs {
+    a: SocketAddr,
+    b: SocketAddr,
+    rtcp: Option<(Side, SocketAddr)>,
+}
+
 /// The flow table: legs keyed by local relay socket.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     legs: HashMap<SocketAddr, Leg, foldhash::fast::RandomState>,
-    pairs: HashMap<PairId, (SocketAddr, SocketAddr), foldhash::fast::RandomState>,
+    pairs: HashMap<PairId, PairLegs, foldhash::fast::RandomState>,
     events: Vec<TableEvent>,
 }
 
@@ -346,18 +404,32 @@ impl FlowTable {
     /// Adds a pair. Legs whose SDP address is known and learning is off are
     /// latched (final) at once, and reported as events.
     pub fn insert(&mut self, id: PairId, spec: FlowPairSpec) -> Result<(), TableError> {
-        if spec.a.local == spec.b.local {
-            return Err(TableError::SameLocal(spec.a.local));
-        }
-        for l in [&spec.a, &spec.b] {
-            if self.legs.contains_key(&l.local) {
-                return Err(TableError::LocalInUse(l.local));
+        let locals = spec.locals();
+        for (i, l) in locals.iter().enumerate() {
+            if locals[..i].contains(l) {
+                return Err(TableError::SameLocal(*l));
             }
-            check_family(l)?;
         }
-        let a = Leg::new(id, spec.a, spec.b.local);
-        let b = Leg::new(id, spec.b, spec.a.local);
-        for leg in [&a, &b] {
+        for l in &locals {
+            if self.legs.contains_key(l) {
+                return Err(TableError::LocalInUse(*l));
+            }
+        }
+        check_family(&spec.a)?;
+        check_family(&spec.b)?;
+        let mut a = Leg::new(id, spec.a, spec.b.local);
+        let mut b = Leg::new(id, spec.b, spec.a.local);
+        let mut c = None;
+        if let Some(r) = spec.rtcp {
+            check_family(&r.leg)?;
+            let muxed = match r.muxed {
+                Side::A => &mut a,
+                Side::B => &mut b,
+            };
+            muxed.rtcp_via = Some(r.leg.local);
+            c = Some(Leg::new(id, r.leg, muxed.spec.local));
+        }
+        for leg in [Some(&a), Some(&b), c.as_ref()].into_iter().flatten() {
             if matches!(leg.state, LatchState::Latched { .. }) {
                 self.events.push(TableEvent::Latched {
                     pair: id,
@@ -367,23 +439,43 @@ impl FlowTable {
         }
         self.legs.insert(spec.a.local, a);
         self.legs.insert(spec.b.local, b);
-        self.pairs.insert(id, (spec.a.local, spec.b.local));
+        if let Some(c) = c {
+            self.legs.insert(c.spec.local, c);
+        }
+        self.pairs.insert(
+            id,
+            PairLegs {
+                a: spec.a.local,
+                b: spec.b.local,
+                rtcp: spec.rtcp.map(|r| (r.muxed, r.leg.local)),
+            },
+        );
         Ok(())
     }
 
     /// Changes peers/learning of a pair (re-INVITE). A leg whose SDP address
     /// or policy changed starts unlatched again; counters are kept.
     pub fn update(&mut self, id: PairId, spec: FlowPairSpec) -> Result<(), TableError> {
-        let &(la, lb) = self.pairs.get(&id).ok_or(TableError::NotFound(id))?;
+        let &PairLegs { a: la, b: lb, rtcp } =
+            self.pairs.get(&id).ok_or(TableError::NotFound(id))?;
         if spec.a.local != la {
             return Err(TableError::LocalChanged(la, spec.a.local));
         }
         if spec.b.local != lb {
             return Err(TableError::LocalChanged(lb, spec.b.local));
         }
+        if rtcp != spec.rtcp.map(|r| (r.muxed, r.leg.local)) {
+            return Err(TableError::RtcpChanged);
+        }
         check_family(&spec.a)?;
         check_family(&spec.b)?;
-        for new in [spec.a, spec.b] {
+        if let Some(r) = &spec.rtcp {
+            check_family(&r.leg)?;
+        }
+        for new in [Some(spec.a), Some(spec.b), spec.rtcp.map(|r| r.leg)]
+            .into_iter()
+            .flatten()
+        {
             if let Some(leg) = self.legs.get_mut(&new.local) {
                 if leg.spec != new {
                     leg.spec = new;
@@ -403,9 +495,12 @@ impl FlowTable {
     /// Removes a pair; returns its last state.
     pub fn remove(&mut self, id: PairId) -> Option<PairInfo> {
         let info = self.pair(id);
-        if let Some((a, b)) = self.pairs.remove(&id) {
-            self.legs.remove(&a);
-            self.legs.remove(&b);
+        if let Some(p) = self.pairs.remove(&id) {
+            self.legs.remove(&p.a);
+            self.legs.remove(&p.b);
+            if let Some((_, c)) = p.rtcp {
+                self.legs.remove(&c);
+            }
         }
         self.events.retain(|e| match e {
             TableEvent::Latched { pair, .. } => *pair != id,
@@ -415,11 +510,16 @@ impl FlowTable {
 
     /// State and counters of a pair.
     pub fn pair(&self, id: PairId) -> Option<PairInfo> {
-        let (a, b) = self.pairs.get(&id)?;
+        let p = self.pairs.get(&id)?;
+        let rtcp = match p.rtcp {
+            Some((side, c)) => Some((side, self.legs.get(&c)?.info())),
+            None => None,
+        };
         Some(PairInfo {
             id,
-            a: self.legs.get(a)?.info(),
-            b: self.legs.get(b)?.info(),
+            a: self.legs.get(&p.a)?.info(),
+            b: self.legs.get(&p.b)?.info(),
+            rtcp,
         })
     }
 
@@ -443,6 +543,12 @@ impl FlowTable {
     /// The pair and the other leg's local socket for a local socket.
     pub fn leg_of(&self, local: SocketAddr) -> Option<(PairId, SocketAddr)> {
         self.legs.get(&local).map(|l| (l.pair, l.other))
+    }
+
+    /// For a muxed leg facing a non-muxed side: the other side's RTCP socket (whose
+    /// direction toward this leg's party depends on this leg's latching).
+    pub fn rtcp_via(&self, local: SocketAddr) -> Option<SocketAddr> {
+        self.legs.get(&local).and_then(|l| l.rtcp_via)
     }
 
     /// Decides what to do with a packet of `len` bytes of UDP payload starting
@@ -471,7 +577,10 @@ impl FlowTable {
             leg.accept(src, now_ns)
         };
         let pair = leg.pair;
-        let other = leg.other;
+        let other = match leg.rtcp_via {
+            Some(via) if is_rtcp(payload) => via,
+            _ => leg.other,
+        };
         if became_final {
             self.events.push(TableEvent::Latched { pair, local });
         }
@@ -554,7 +663,8 @@ impl FlowTable {
     ) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
         let leg = self.legs.get(&local)?;
         let other = self.legs.get(&leg.other)?;
-        if leg.transformed || other.transformed {
+        // A muxed leg facing a non-muxed side splits RTP from RTCP: userspace only.
+        if leg.transformed || other.transformed || leg.rtcp_via.is_some() {
             return None;
         }
         match (leg.state, other.state) {
@@ -594,6 +704,7 @@ mod tests {
                 peer: Some(sa("198.51.100.20:6000")),
                 learn: learn_b,
             },
+            rtcp: None,
         }
     }
 
@@ -845,5 +956,163 @@ mod tests {
             Verdict::NoFlow
         );
         assert!(t.remove(PairId(1)).is_none());
+    }
+
+    /// Side a (e.g. a WebRTC browser) muxes RTCP on its RTP port, side b (a phone) sends
+    /// RTCP to the next port.
+    fn muxed_pair(learn_b: LearnPolicy) -> FlowPairSpec {
+        let mut p = pair(LearnPolicy::Off, learn_b);
+        p.rtcp = Some(RtcpDemux {
+            muxed: Side::A,
+            leg: LegSpec {
+                local: sa("10.0.0.1:30003"),
+                peer: Some(sa("198.51.100.20:6001")),
+                learn: learn_b,
+            },
+        });
+        p
+    }
+
+    const RTCP_SR: [u8; 8] = [0x80, 200, 0, 6, 0, 0, 0, 1];
+
+    #[test]
+    fn muxed_side_rtcp_goes_to_the_other_sides_rtcp_port() {
+        let mut t = FlowTable::new();
+        t.insert(PairId(1), muxed_pair(LearnPolicy::Off)).unwrap();
+        assert_eq!(t.take_events().len(), 3, "three final legs");
+        let (mux, rtp_b, rtcp_b) = (
+            sa("10.0.0.1:30000"),
+            sa("10.0.0.1:30002"),
+            sa("10.0.0.1:30003"),
+        );
+        let browser = sa("192.0.2.10:5000");
+        // RTP from the muxed side: the RTP pair as usual.
+        assert_eq!(
+            t.handle(mux, browser, &RTP, MS),
+            Verdict::Forward {
+                from: rtp_b,
+                to: sa("198.51.100.20:6000")
+            }
+        );
+        // RTCP from the muxed side: out of b's RTCP socket to the phone's RTCP port.
+        assert_eq!(
+            t.handle(mux, browser, &RTCP_SR, MS),
+            Verdict::Forward {
+                from: rtcp_b,
+                to: sa("198.51.100.20:6001")
+            }
+        );
+        // The phone's RTCP: out of the muxed socket to the browser.
+        assert_eq!(
+            t.handle(rtcp_b, sa("198.51.100.20:6001"), &RTCP_SR, MS),
+            Verdict::Forward {
+                from: mux,
+                to: browser
+            }
+        );
+        // Its RTP as usual; RTCP from the phone's RTP port is still relayed (same pair).
+        assert_eq!(
+            t.handle(rtp_b, sa("198.51.100.20:6000"), &RTP, MS),
+            Verdict::Forward {
+                from: mux,
+                to: browser
+            }
+        );
+        // Strict on the RTCP leg too.
+        assert_eq!(
+            t.handle(rtcp_b, sa("198.51.100.66:6001"), &RTCP_SR, MS),
+            Verdict::Drop(DropReason::Source)
+        );
+        // XDP: the muxed direction splits by packet type, so it stays in userspace; the
+        // phone's RTCP direction and b's RTP direction can be offloaded.
+        assert_eq!(t.final_direction(mux), None);
+        assert_eq!(
+            t.final_direction(rtcp_b),
+            Some((sa("198.51.100.20:6001"), mux, browser))
+        );
+        assert_eq!(
+            t.final_direction(rtp_b),
+            Some((sa("198.51.100.20:6000"), mux, browser))
+        );
+        assert_eq!(t.rtcp_via(mux), Some(rtcp_b));
+        let info = t.pair(PairId(1)).unwrap();
+        let (side, c) = info.rtcp.unwrap();
+        assert_eq!(side, Side::A);
+        assert_eq!(c.counters.forwarded.packets, 1);
+        assert_eq!(c.counters.rejected_source, 1);
+        assert_eq!(info.a.counters.forwarded.packets, 2);
+        // Removal takes all three legs.
+        t.remove(PairId(1));
+        assert!(t.is_empty());
+        assert_eq!(
+            t.handle(rtcp_b, sa("198.51.100.20:6001"), &RTCP_SR, MS),
+            Verdict::NoFlow
+        );
+        t.insert(PairId(2), muxed_pair(LearnPolicy::Off)).unwrap();
+    }
+
+    #[test]
+    fn rtcp_leg_learns_and_updates_like_any_leg() {
+        let mut t = FlowTable::new();
+        t.insert(PairId(1), muxed_pair(LearnPolicy::DEFAULT_WINDOW))
+            .unwrap();
+        let rtcp_b = sa("10.0.0.1:30003");
+        // NAT: the phone's RTCP comes from another port, learned in the window.
+        assert!(matches!(
+            t.handle(rtcp_b, sa("198.51.100.20:40001"), &RTCP_SR, MS),
+            Verdict::Forward { .. }
+        ));
+        assert_eq!(
+            t.handle(
+                sa("10.0.0.1:30000"),
+                sa("192.0.2.10:5000"),
+                &RTCP_SR,
+                2 * MS
+            ),
+            Verdict::Forward {
+                from: rtcp_b,
+                to: sa("198.51.100.20:40001")
+            }
+        );
+        // An update may not add, drop or move the RTCP leg.
+        let mut spec = muxed_pair(LearnPolicy::DEFAULT_WINDOW);
+        spec.rtcp = None;
+        assert_eq!(t.update(PairId(1), spec), Err(TableError::RtcpChanged));
+        let mut spec = muxed_pair(LearnPolicy::Off);
+        if let Some(r) = spec.rtcp.as_mut() {
+            r.leg.peer = Some(sa("198.51.100.30:7001"));
+        }
+        t.update(PairId(1), spec).unwrap();
+        assert_eq!(
+            t.handle(
+                sa("10.0.0.1:30000"),
+                sa("192.0.2.10:5000"),
+                &RTCP_SR,
+                3 * MS
+            ),
+            Verdict::Forward {
+                from: rtcp_b,
+                to: sa("198.51.100.30:7001")
+            }
+        );
+        // Three distinct sockets are required.
+        let mut bad = muxed_pair(LearnPolicy::Off);
+        if let Some(r) = bad.rtcp.as_mut() {
+            r.leg.local = bad.b.local;
+        }
+        assert!(matches!(
+            FlowTable::new().insert(PairId(9), bad),
+            Err(TableError::SameLocal(_))
+        ));
+    }
+
+    #[test]
+    fn rtcp_by_second_byte() {
+        assert!(is_rtcp(&RTCP_SR));
+        assert!(is_rtcp(&[0x81, 201, 0, 1]));
+        assert!(is_rtcp(&[0x80, 223]));
+        assert!(!is_rtcp(&RTP));
+        assert!(!is_rtcp(&[0x80, 0x80 | 96]));
+        assert!(!is_rtcp(&[0x80]));
     }
 }

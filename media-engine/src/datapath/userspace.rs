@@ -351,8 +351,11 @@ impl UserspaceRelay {
         transforms: [Option<Box<dyn LegTransform>>; 2],
     ) -> Result<PairId, DatapathError> {
         let id = PairId(self.next_pair.fetch_add(1, Ordering::Relaxed));
-        let sa = self.bind(spec.a.local)?;
-        let sb = self.bind(spec.b.local)?;
+        let locals = spec.locals();
+        let mut bound = Vec::with_capacity(locals.len());
+        for l in &locals {
+            bound.push((self.bind(*l)?, *l));
+        }
         let w = self.worker_of(id);
         let mut st = w.lock();
         st.table.insert(id, spec)?;
@@ -364,7 +367,7 @@ impl UserspaceRelay {
             }
         }
         let uring = w.uring.load(Ordering::SeqCst);
-        for (sock, local) in [(sa, spec.a.local), (sb, spec.b.local)] {
+        for (sock, local) in bound {
             let token = self.next_token.fetch_add(1, Ordering::Relaxed);
             if uring {
                 st.ring_ops.push(RingOp::Arm(token));
@@ -505,7 +508,11 @@ fn remove_locked(w: &Worker, st: &mut WorkerState, id: PairId) -> Option<PairInf
     st.table.remove(id);
     let uring = w.uring.load(Ordering::SeqCst);
     if let Some(info) = info {
-        for local in [info.a.spec.local, info.b.spec.local] {
+        let rtcp = info.rtcp.map(|(_, c)| c.spec.local);
+        for local in [Some(info.a.spec.local), Some(info.b.spec.local), rtcp]
+            .into_iter()
+            .flatten()
+        {
             st.transforms.remove(&local);
             let Some(token) = st.by_local.remove(&local) else {
                 continue;
@@ -719,7 +726,7 @@ fn epoll_loop(
 ) {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut batch = Batch::new(batch_size);
-    let mut out: Vec<(usize, SocketAddr)> = Vec::with_capacity(batch_size);
+    let mut out: Vec<(usize, SocketAddr, SocketAddr)> = Vec::with_capacity(batch_size);
     let mut addrs = Vec::new();
     let mut iovs = Vec::new();
     let mut hdrs = Vec::new();
@@ -761,7 +768,6 @@ fn epoll_loop(
                 }
                 tally.received += got as u64;
                 out.clear();
-                let mut egress = None;
                 let now_i = Instant::now();
                 for i in 0..got {
                     let Some(src) = batch.source(i) else { continue };
@@ -782,17 +788,19 @@ fn epoll_loop(
                         &mut owned,
                         &mut tally,
                     ) {
-                        egress = Some(from);
-                        out.push((i, to));
+                        out.push((i, from, to));
                     }
                 }
-                if let Some(from) = egress {
+                // Runs of datagrams leaving from the same socket (all of them, unless RTCP
+                // is split off a muxed leg) go out in one system call.
+                for run in out.chunk_by(|x, y| x.1 == y.1) {
+                    let from = run[0].1;
                     let esock = st.by_local.get(&from).and_then(|t| st.socks.get(t));
                     match esock {
                         // One datagram (the common case at tens of packets/s per stream):
                         // sendto is cheaper than building a sendmmsg vector for one.
-                        Some(s) if out.len() == 1 => {
-                            let (i, to) = out[0];
+                        Some(s) if run.len() == 1 => {
+                            let (i, _, to) = run[0];
                             match s.sock.send_to(batch.payload(i), to) {
                                 Ok(_) => tally.sent += 1,
                                 Err(_) => tally.failed += 1,
@@ -800,8 +808,10 @@ fn epoll_loop(
                             tally.syscalls += 1;
                         }
                         Some(s) => {
-                            let items: Vec<(&[u8], SocketAddr)> =
-                                out.iter().map(|(i, to)| (batch.payload(*i), *to)).collect();
+                            let items: Vec<(&[u8], SocketAddr)> = run
+                                .iter()
+                                .map(|(i, _, to)| (batch.payload(*i), *to))
+                                .collect();
                             let ok = sys::send_batch(
                                 s.sock.as_raw_fd(),
                                 &items,
@@ -813,7 +823,7 @@ fn epoll_loop(
                             tally.sent += ok as u64;
                             tally.failed += (items.len() - ok) as u64;
                         }
-                        None => tally.failed += out.len() as u64,
+                        None => tally.failed += run.len() as u64,
                     }
                 }
                 send_owned(&st, &mut owned, &mut tally);

@@ -112,6 +112,10 @@ impl XdpShared {
             if let Some((_, other)) = table.leg_of(local) {
                 x.pending.insert((pair, other));
             }
+            // The non-muxed side's RTCP direction goes to this (muxed) leg's party.
+            if let Some(via) = table.rtcp_via(local) {
+                x.pending.insert((pair, via));
+            }
         }
         if x.pending.is_empty() {
             return;
