@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use super::sys::{self, BUF_SIZE};
 use super::userspace::{
     after_batch, deliver_control, on_datagram, ControlCallback, ControlPacket, Counters, EventHook,
-    OwnedSend, RingOp, Tally, UserspaceOptions, Worker, TICK,
+    FastMap, OwnedSend, RingOp, Tally, UserspaceOptions, Worker, WorkerState, TICK,
 };
 
 /// Provided receive buffers per worker (each [`BUF_SIZE`] bytes).
@@ -137,6 +137,7 @@ pub(crate) struct Ring {
     want: usize,
     /// Multishot receives in flight.
     armed: usize,
+    files: Option<FixedFiles>,
 }
 
 // SAFETY: the raw pointers (descriptor ring, msghdr) point into memory owned by this
@@ -156,6 +157,7 @@ impl Ring {
             return Err(io::Error::other("io_uring lacks EXT_ARG (Linux 5.11+)"));
         }
         let bufs = BufRing::new()?;
+        let files = FixedFiles::register(&ring);
         // SAFETY: the descriptor ring stays mapped until after the IoUring is dropped.
         unsafe {
             ring.submitter()
@@ -185,6 +187,7 @@ impl Ring {
             min_wait_us,
             want: if min_wait_us > 0 { opts.batch } else { 1 },
             armed: 0,
+            files,
         })
     }
 }
@@ -210,9 +213,105 @@ enum Bytes {
     Owned(Vec<u8>),
 }
 
-/// Queues a send from the socket `fd` to `to`. False (counted as failed) when every slot is
+/// Relay sockets registered with the ring (requests name a table slot: no file lookup and
+/// reference count per request).
+struct FixedFiles {
+    free: Vec<u32>,
+    by_token: FastMap<u64, u32>,
+}
+
+/// Largest registered-file table per worker.
+const MAX_FIXED_FILES: u32 = 65_536;
+
+impl FixedFiles {
+    /// A sparse table as large as the open-file limit allows; `None` if the kernel refuses.
+    fn register(ring: &IoUring) -> Option<Self> {
+        // SAFETY: all-zero is a valid rlimit; getrlimit fills it.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to an rlimit.
+        let n = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            u32::try_from(lim.rlim_cur.min(u64::from(MAX_FIXED_FILES))).unwrap_or(0)
+        } else {
+            0
+        };
+        if n < 64 {
+            return None;
+        }
+        match ring.submitter().register_files_sparse(n) {
+            Ok(()) => Some(FixedFiles {
+                free: (0..n).rev().collect(),
+                by_token: FastMap::default(),
+            }),
+            Err(e) => {
+                debug!(error = %e, "io_uring registered files unavailable");
+                None
+            }
+        }
+    }
+}
+
+/// How a request names its socket.
+#[derive(Clone, Copy)]
+enum Target {
+    Fixed(u32),
+    Fd(i32),
+}
+
+fn target(r: &Ring, token: u64, fd: i32) -> Target {
+    match r.files.as_ref().and_then(|f| f.by_token.get(&token)) {
+        Some(&slot) => Target::Fixed(slot),
+        None => Target::Fd(fd),
+    }
+}
+
+/// Registers the socket of `token` (once); on failure requests use its descriptor.
+fn register_file(r: &mut Ring, token: u64, fd: i32) {
+    let Some(f) = r.files.as_mut() else { return };
+    if f.by_token.contains_key(&token) {
+        return;
+    }
+    let Some(slot) = f.free.pop() else { return };
+    match r.ring.submitter().register_files_update(slot, &[fd]) {
+        Ok(_) => {
+            f.by_token.insert(token, slot);
+        }
+        Err(e) => {
+            f.free.push(slot);
+            debug!(error = %e, "registering relay socket");
+        }
+    }
+}
+
+/// Drops the ring's reference to the socket of `token` (before the socket is closed).
+fn release_file(r: &mut Ring, token: u64) {
+    let Some(f) = r.files.as_mut() else { return };
+    if let Some(slot) = f.by_token.remove(&token) {
+        if let Err(e) = r.ring.submitter().register_files_update(slot, &[-1]) {
+            warn!(error = %e, "unregistering relay socket");
+        }
+        f.free.push(slot);
+    }
+}
+
+/// Builds an SQE for a socket named either way.
+macro_rules! on_target {
+    ($t:expr, |$x:ident| $build:expr) => {
+        match $t {
+            Target::Fixed(i) => {
+                let $x = types::Fixed(i);
+                $build
+            }
+            Target::Fd(fd) => {
+                let $x = types::Fd(fd);
+                $build
+            }
+        }
+    };
+}
+
+/// Queues a send from the socket `t` to `to`. False (counted as failed) when every slot is
 /// in flight; a receive buffer is then still the caller's.
-fn queue_send(r: &mut Ring, fd: i32, to: SocketAddr, bytes: Bytes, tally: &mut Tally) -> bool {
+fn queue_send(r: &mut Ring, t: Target, to: SocketAddr, bytes: Bytes, tally: &mut Tally) -> bool {
     let Some(i) = r.free.pop() else {
         tally.failed += 1;
         return false;
@@ -231,20 +330,25 @@ fn queue_send(r: &mut Ring, fd: i32, to: SocketAddr, bytes: Bytes, tally: &mut T
             (s.data.as_ptr(), s.data.len())
         }
     };
-    let e = opcode::Send::new(types::Fd(fd), ptr, len as u32)
-        .dest_addr((&s.addr as *const libc::sockaddr_storage).cast())
+    let addr = (&s.addr as *const libc::sockaddr_storage).cast();
+    let e = on_target!(t, |f| opcode::Send::new(f, ptr, len as u32)
+        .dest_addr(addr)
         .dest_addr_len(alen)
-        .build()
-        .user_data(user_data(KIND_SEND, i as u64));
+        .build())
+    .user_data(user_data(KIND_SEND, i as u64));
     push(&mut r.ring, &e);
     true
 }
 
 fn arm_recv(r: &mut Ring, fd: i32, token: u64) {
     r.armed += 1;
-    let e = opcode::RecvMsgMulti::new(types::Fd(fd), &*r.msghdr, BGID)
-        .build()
-        .user_data(user_data(KIND_RECV, token));
+    register_file(r, token, fd);
+    let msghdr: *const libc::msghdr = &*r.msghdr;
+    let e = on_target!(target(r, token, fd), |f| opcode::RecvMsgMulti::new(
+        f, msghdr, BGID
+    )
+    .build())
+    .user_data(user_data(KIND_RECV, token));
     push(&mut r.ring, &e);
 }
 
@@ -349,7 +453,9 @@ pub(crate) fn run(
                     }
                     if !more {
                         r.armed = r.armed.saturating_sub(1);
-                        if st.closing.remove(&id).is_some() {
+                        if st.closing.contains_key(&id) {
+                            release_file(&mut r, id);
+                            st.closing.remove(&id);
                             closed_any = true;
                         } else if st.socks.contains_key(&id) {
                             if res < 0 && res != -libc::ENOBUFS {
@@ -362,7 +468,11 @@ pub(crate) fn run(
                 // Cancellation running concurrently with the receive: ask again.
                 KIND_CANCEL if res == -libc::EALREADY => st.ring_ops.push(RingOp::Cancel(id)),
                 // The receive was not armed (ENOENT): the socket can go now.
-                KIND_CANCEL if res < 0 && st.closing.remove(&id).is_some() => closed_any = true,
+                KIND_CANCEL if res < 0 && st.closing.contains_key(&id) => {
+                    release_file(&mut r, id);
+                    st.closing.remove(&id);
+                    closed_any = true;
+                }
                 KIND_WAKE => {
                     w.wake.drain();
                     tally.syscalls += 1;
@@ -396,10 +506,10 @@ pub(crate) fn run(
         }
         after_batch(&mut st, now, &mut last_tick, hook, &mut owned);
         for (from, to, data) in owned.drain(..) {
-            match st.by_local.get(&from).and_then(|t| st.socks.get(t)) {
-                Some(s) => {
-                    let fd = s.sock.as_raw_fd();
-                    queue_send(&mut r, fd, to, Bytes::Owned(data), &mut tally);
+            match egress(&st, from) {
+                Some((token, fd)) => {
+                    let t = target(&r, token, fd);
+                    queue_send(&mut r, t, to, Bytes::Owned(data), &mut tally);
                 }
                 None => tally.failed += 1,
             }
@@ -457,7 +567,7 @@ fn shutdown(r: &mut Ring) {
 #[allow(clippy::too_many_arguments)]
 fn on_recv(
     r: &mut Ring,
-    st: &mut super::userspace::WorkerState,
+    st: &mut WorkerState,
     token: u64,
     bid: u16,
     len: usize,
@@ -494,19 +604,15 @@ fn on_recv(
     let Some((from, to)) = fwd else {
         return false;
     };
-    let Some(fd) = st
-        .by_local
-        .get(&from)
-        .and_then(|t| st.socks.get(t))
-        .map(|s| s.sock.as_raw_fd())
-    else {
+    let Some((etoken, fd)) = egress(st, from) else {
         tally.failed += 1;
         return false;
     };
+    let t = target(r, etoken, fd);
     // Send the payload in place: the slot keeps the buffer until the send completes.
     queue_send(
         r,
-        fd,
+        t,
         to,
         Bytes::Buffer {
             bid,
@@ -515,6 +621,12 @@ fn on_recv(
         },
         tally,
     )
+}
+
+/// Token and descriptor of the relay socket bound to `local`.
+fn egress(st: &WorkerState, local: SocketAddr) -> Option<(u64, i32)> {
+    let token = *st.by_local.get(&local)?;
+    st.socks.get(&token).map(|s| (token, s.sock.as_raw_fd()))
 }
 
 /// The source address the kernel wrote into the recvmsg output.
