@@ -1,4 +1,41 @@
 //! One DTLS-SRTP association, sans-IO, on top of `rtc-dtls`'s `Endpoint`.
+//!
+//! # ClientHellos from the accepted address (S-23)
+//!
+//! Source filtering (in `crate::secure`) only lets DTLS in from the address the peer
+//! validated (ICE) or signalled (SDP). Anyone able to spoof that address can still send
+//! ClientHellos, and so can a stray earlier client behind it. `rtc-dtls` keeps one state per
+//! remote address and lets the first ClientHello it sees decide it: the client random, SRTP
+//! profile and curve of the first hello are kept (the cookied second hello only has to carry
+//! the cookie), a fatal problem in any hello fails the association, and a handshake message
+//! takes its message-sequence slot for good (later ones with the same number are ignored).
+//! One forged hello was enough to make the real client's handshake fail (wrong random in the
+//! key exchange signature) or stall (its second hello ignored).
+//!
+//! So a server endpoint does the cookie exchange itself, statelessly (RFC 6347 4.2.1): a
+//! ClientHello without our cookie (or with another one) is answered with a
+//! HelloVerifyRequest and never reaches the library. Only a ClientHello that carries our
+//! cookie, which proves its sender receives at the accepted address, starts a handshake in
+//! the library: a fresh `rtc-dtls` endpoint is given the first ClientHello rebuilt from it
+//! (same fields, no cookie, message sequence 0; the client must repeat every field, RFC 6347
+//! 4.2.1) and then the cookied one itself. The library's cookie is made ours through the
+//! random source it draws it from (see [`FixedCookieProvider`]), so its check passes and
+//! its HelloVerifyRequest, identical to the one the client already has, is not sent.
+//!
+//! The random of the verified hello names the handshake. A verified hello with another
+//! random is the peer starting over (RFC 6347 4.2.8): the library is restarted from scratch
+//! (same certificate and settings) for it, also after a failed handshake, so a failure does
+//! not prevent a later correct handshake before the handshake deadline. Restarts are
+//! limited ([`MAX_HANDSHAKE_ATTEMPTS`] per endpoint, [`MIN_RESTART_INTERVAL`] apart). Once
+//! connected, every ClientHello is dropped and counted: nothing can tear down an established
+//! association (no renegotiation). The drops are counted by reason in
+//! [`DtlsStats::hello_drops`].
+//!
+//! What this does not cover: an attacker who spoofs the accepted address and races forged
+//! client flight-5 messages (Certificate, ClientKeyExchange) into the library within the
+//! round trip after our ServerHelloDone can still make that handshake fail (the library
+//! keeps the first message with each sequence number); the failure is reported, and the
+//! peer can start over.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,14 +45,20 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc_dtls::config::{
-    ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, VerifyPeerCertificateFn,
+    ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig,
+    VerifyPeerCertificateFn,
 };
+use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_shared::error::Error as LibError;
 use rtc_shared::TransportProtocol;
 
 use super::cert::{DtlsCertificate, Fingerprint};
+use super::hello::{
+    hello_verify_cookie, hello_verify_request, parse_client_hello, ClientHello, COOKIE_LEN,
+    RANDOM_LEN,
+};
 use super::setup::Role;
 use super::DtlsError;
 use crate::srtp::{SrtpContext, SrtpError, SrtpProfile};
@@ -30,6 +73,22 @@ const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Add
 
 /// Cap of the doubling retransmission timeout (RFC 6347 4.2.4.1, RFC 6298's 60 s).
 pub const MAX_RETRANSMIT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Handshakes a server endpoint starts over its life, the first included: a verified
+/// ClientHello with a new random beyond this is dropped ([`HelloDrops::restart_limited`]).
+pub const MAX_HANDSHAKE_ATTEMPTS: u32 = 8;
+
+/// Least time between the starts of two handshakes of a server endpoint.
+pub const MIN_RESTART_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Datagrams with plaintext (epoch 0) handshake records, other than ClientHellos, passed to
+/// the library per handshake (it keeps stray handshake fragments, up to 2 MB). A handshake
+/// needs a few per flight and retransmission.
+const MAX_PLAINTEXT_HANDSHAKE_DATAGRAMS: u32 = 128;
+
+/// Datagrams queued for sending before the oldest are discarded (the caller drains them after
+/// every input; this only bounds a caller that does not).
+const MAX_QUEUED_TRANSMITS: usize = 256;
 
 /// Settings of a [`DtlsEndpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +269,10 @@ pub enum FailureReason {
 pub enum DtlsEvent {
     /// The handshake completed and the peer's certificate matched its fingerprint.
     Connected(SrtpKeyingMaterial),
-    /// The handshake failed; the endpoint ignores further input.
+    /// The handshake failed. A client endpoint ignores further input. A server endpoint
+    /// accepts a new handshake from the peer (a ClientHello with our cookie and a new random,
+    /// RFC 6347 4.2.8) until the handshake deadline, within [`MAX_HANDSHAKE_ATTEMPTS`]:
+    /// `Connected` may still follow.
     Failed(FailureReason),
     /// The peer closed the association (close_notify) after it was established.
     Closed,
@@ -239,6 +301,106 @@ pub struct DtlsStats {
     pub datagrams_in: u64,
     /// Datagrams produced for sending.
     pub datagrams_out: u64,
+    /// HelloVerifyRequests sent by a server, statelessly, in answer to ClientHellos without
+    /// our cookie (RFC 6347 4.2.1).
+    pub hello_verify_sent: u64,
+    /// ClientHellos kept out of the handshake, by reason.
+    pub hello_drops: HelloDrops,
+    /// Handshakes a server restarted from scratch for a verified ClientHello with a new
+    /// random (after a failure, or the peer started over; RFC 6347 4.2.8).
+    pub restarts: u64,
+    /// Datagrams with plaintext handshake records dropped over the per-handshake budget.
+    pub dropped_over_budget: u64,
+}
+
+/// ClientHellos that reached the endpoint (so from the accepted address) and were kept out
+/// of the handshake, by reason (S-23). Cookieless ClientHellos are not counted here: a server
+/// answers them with a HelloVerifyRequest ([`DtlsStats::hello_verify_sent`]) and keeps no
+/// state for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HelloDrops {
+    /// With a cookie that is not ours (forged or stale); answered with a HelloVerifyRequest
+    /// like a cookieless one (RFC 6347 4.2.1).
+    pub bad_cookie: u64,
+    /// After the association was established (it is never renegotiated or replaced).
+    pub after_connect: u64,
+    /// Received by a client endpoint.
+    pub not_server: u64,
+    /// Not exactly one unfragmented, well-formed ClientHello in one record.
+    pub unparsable: u64,
+    /// A new verified handshake refused by [`MAX_HANDSHAKE_ATTEMPTS`] or
+    /// [`MIN_RESTART_INTERVAL`].
+    pub restart_limited: u64,
+    /// A repeat of the ClientHello of a handshake that failed.
+    pub after_failure: u64,
+}
+
+impl HelloDrops {
+    /// All reasons together.
+    pub fn total(&self) -> u64 {
+        self.bad_cookie
+            + self.after_connect
+            + self.not_server
+            + self.unparsable
+            + self.restart_limited
+            + self.after_failure
+    }
+}
+
+/// The random source of a server's `rtc-dtls`: `inner`'s, except that a fill of exactly
+/// [`COOKIE_LEN`] bytes yields the endpoint's fixed cookie. In `rtc-dtls` 0.21 that fill is
+/// the HelloVerifyRequest cookie (`flight0.rs`) and the only random draw of that length
+/// (the others are 28-byte randoms, 8-byte nonces, 16-byte IVs), so every restart of the
+/// library expects the cookie our stateless HelloVerifyRequests hand out. The endpoint checks
+/// the library's own HelloVerifyRequest against it at every handshake start (a unit test
+/// too), so a library change would be noticed rather than silently break handshakes.
+struct FixedCookieRandom {
+    inner: Arc<dyn RTCCryptoProvider>,
+    cookie: [u8; COOKIE_LEN],
+}
+
+impl RTCRandom for FixedCookieRandom {
+    fn fill(&self, output: &mut [u8]) -> Result<(), CryptoError> {
+        if output.len() == COOKIE_LEN {
+            output.copy_from_slice(&self.cookie);
+            Ok(())
+        } else {
+            self.inner.random().fill(output)
+        }
+    }
+}
+
+/// A crypto provider that is `inner` with [`FixedCookieRandom`] as its random source.
+struct FixedCookieProvider {
+    inner: Arc<dyn RTCCryptoProvider>,
+    random: FixedCookieRandom,
+}
+
+impl RTCCryptoProvider for FixedCookieProvider {
+    fn name(&self) -> &'static str {
+        "portcullis-fixed-cookie"
+    }
+
+    fn crypto(&self) -> &dyn RTCCrypto {
+        self.inner.crypto()
+    }
+
+    fn random(&self) -> &dyn RTCRandom {
+        &self.random
+    }
+}
+
+/// A server's side of the cookie exchange and of its handshake restarts.
+struct HelloGuard {
+    /// The cookie of every HelloVerifyRequest of this endpoint (RFC 6347 4.2.1 lets a server
+    /// derive it from the client's address; there is one address here).
+    cookie: [u8; COOKIE_LEN],
+    /// The client random of the handshake the library has (running, done or failed).
+    attempt: Option<[u8; RANDOM_LEN]>,
+    /// Handshakes started.
+    attempts: u32,
+    /// When the latest one started.
+    last_start: Option<Instant>,
 }
 
 /// What the certificate check found, shared with the verification callback.
@@ -262,7 +424,16 @@ struct VerifyOutcome {
 pub struct DtlsEndpoint {
     role: Role,
     endpoint: Endpoint,
+    /// For fresh library endpoints when a server restarts its handshake.
+    handshake_config: Arc<HandshakeConfig>,
+    /// Server only.
+    guard: Option<HelloGuard>,
+    /// The library has an association (a client's from the start, a server's from its first
+    /// verified ClientHello).
     started: bool,
+    /// Datagrams with plaintext handshake records (not ClientHellos) passed to the library in
+    /// this handshake.
+    plaintext_handshakes: u32,
     state: DtlsState,
     deadline: Instant,
     /// Retransmission backoff (RFC 6347 4.2.4.1). `rtc-dtls` re-arms its timer at a fixed
@@ -297,17 +468,23 @@ struct RecordInfo {
     alert: Option<(u8, u8)>,
     /// The type of the first plaintext handshake message, if the first record is one.
     first_handshake: Option<u8>,
+    /// A plaintext handshake record holds a ClientHello (anywhere in the datagram).
+    client_hello: bool,
+    /// The datagram has a plaintext handshake record.
+    plaintext_handshake: bool,
 }
 
 /// Handshake message types that may appear in plaintext (RFC 6347 4.2.2, RFC 5246 7.4).
 const PLAINTEXT_HANDSHAKE_TYPES: [u8; 10] = [0, 1, 2, 3, 11, 12, 13, 14, 15, 16];
 
 /// Checks the handshake message headers in a plaintext handshake record body (type, and
-/// fragment offset/length consistent with the message length and the record).
-fn check_handshake_body(mut body: &[u8]) -> Result<u8, ()> {
+/// fragment offset/length consistent with the message length and the record). Returns the
+/// first message's type and whether any message is a ClientHello.
+fn check_handshake_body(mut body: &[u8]) -> Result<(u8, bool), ()> {
     const HS_HEADER: usize = 12;
     let u24 = |b: &[u8]| u32::from_be_bytes([0, b[0], b[1], b[2]]);
     let mut first = None;
+    let mut hello = false;
     if body.is_empty() {
         return Err(());
     }
@@ -326,9 +503,10 @@ fn check_handshake_body(mut body: &[u8]) -> Result<u8, ()> {
             return Err(());
         }
         first.get_or_insert(body[0]);
+        hello |= body[0] == 1;
         body = &body[HS_HEADER + frag_len..];
     }
-    first.ok_or(())
+    first.map(|t| (t, hello)).ok_or(())
 }
 
 /// A sanity look at a datagram before the library sees it: a sequence of DTLS 1.x records
@@ -362,10 +540,12 @@ fn inspect_records(mut data: &[u8]) -> Result<RecordInfo, ()> {
                     info.alert.get_or_insert((*level, *desc));
                 }
                 22 => {
-                    let t = check_handshake_body(body)?;
+                    let (t, hello) = check_handshake_body(body)?;
                     if first {
                         info.first_handshake = Some(t);
                     }
+                    info.client_hello |= hello;
+                    info.plaintext_handshake = true;
                 }
                 _ => {}
             }
@@ -447,8 +627,35 @@ impl DtlsEndpoint {
                 .failure = Some(failure);
             Err(LibError::Other(message))
         });
+        let is_client = role == Role::Client;
+        let guard = if is_client {
+            None
+        } else {
+            let mut cookie = [0u8; COOKIE_LEN];
+            certificate
+                .provider
+                .random()
+                .fill(&mut cookie)
+                .map_err(|e| DtlsError::Config(format!("cookie: {e}")))?;
+            Some(HelloGuard {
+                cookie,
+                attempt: None,
+                attempts: 0,
+                last_start: None,
+            })
+        };
+        let provider: Arc<dyn RTCCryptoProvider> = match &guard {
+            None => Arc::clone(&certificate.provider),
+            Some(g) => Arc::new(FixedCookieProvider {
+                inner: Arc::clone(&certificate.provider),
+                random: FixedCookieRandom {
+                    inner: Arc::clone(&certificate.provider),
+                    cookie: g.cookie,
+                },
+            }),
+        };
         let builder = ConfigBuilder::default()
-            .with_crypto_provider(Arc::clone(&certificate.provider))
+            .with_crypto_provider(provider)
             .with_certificates(vec![certificate.inner.clone()])
             .with_srtp_protection_profiles(
                 config
@@ -469,7 +676,6 @@ impl DtlsEndpoint {
             .with_flight_interval(config.retransmit_interval)
             .with_mtu(config.mtu)
             .with_server_name("portcullis".to_owned());
-        let is_client = role == Role::Client;
         let handshake_config = Arc::new(
             builder
                 .build(is_client, Some(PEER))
@@ -482,7 +688,10 @@ impl DtlsEndpoint {
                 TransportProtocol::UDP,
                 (!is_client).then(|| Arc::clone(&handshake_config)),
             ),
+            handshake_config: Arc::clone(&handshake_config),
+            guard,
             started: false,
+            plaintext_handshakes: 0,
             state: DtlsState::Handshaking,
             deadline: now + config.handshake_timeout,
             retransmit_interval: config.retransmit_interval,
@@ -523,7 +732,12 @@ impl DtlsEndpoint {
 
     /// Feeds one datagram received from the peer (already demultiplexed as DTLS, RFC 7983).
     pub fn handle_datagram(&mut self, data: &[u8], now: Instant) {
-        if matches!(self.state, DtlsState::Failed | DtlsState::Closed) {
+        let ended = match self.state {
+            DtlsState::Closed => true,
+            DtlsState::Failed => !self.can_restart(now),
+            DtlsState::Handshaking | DtlsState::Connected => false,
+        };
+        if ended {
             self.stats.dropped_after_end += 1;
             return;
         }
@@ -532,9 +746,18 @@ impl DtlsEndpoint {
             tracing::debug!(len = data.len(), "dtls: dropped malformed datagram");
             return;
         };
+        if info.client_hello {
+            self.on_client_hello(data, now);
+            return;
+        }
+        if self.state == DtlsState::Failed {
+            // Only a new handshake, which starts with a ClientHello, can follow a failure.
+            self.stats.dropped_after_end += 1;
+            return;
+        }
         // A server's association starts with a ClientHello; nothing else can be meant for it
         // yet, and letting it in could leave the library's state waiting for the wrong thing.
-        if !self.started && info.first_handshake != Some(1) {
+        if !self.started {
             self.stats.dropped_malformed += 1;
             tracing::debug!("dtls: dropped datagram before any ClientHello");
             return;
@@ -548,8 +771,19 @@ impl DtlsEndpoint {
                 return;
             }
         }
+        if info.plaintext_handshake {
+            if self.plaintext_handshakes >= MAX_PLAINTEXT_HANDSHAKE_DATAGRAMS {
+                self.stats.dropped_over_budget += 1;
+                return;
+            }
+            self.plaintext_handshakes += 1;
+        }
+        self.feed(data, alert, now);
+    }
+
+    /// Hands one datagram to the library and takes in what comes out.
+    fn feed(&mut self, data: &[u8], alert: Option<(u8, u8)>, now: Instant) {
         self.stats.datagrams_in += 1;
-        self.started = true;
         let result = self.endpoint.read(now, PEER, None, BytesMut::from(data));
         self.collect_transmits();
         self.sync_timer();
@@ -560,6 +794,149 @@ impl DtlsEndpoint {
                 }
             }
             Err(err) => self.on_library_error(&err, alert),
+        }
+    }
+
+    /// A server may still start a handshake after a failure (see [`DtlsEvent::Failed`]).
+    fn can_restart(&self, now: Instant) -> bool {
+        now < self.deadline
+            && self
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.attempts < MAX_HANDSHAKE_ATTEMPTS)
+    }
+
+    /// A datagram with a ClientHello in it (S-23; see the module documentation).
+    fn on_client_hello(&mut self, data: &[u8], now: Instant) {
+        let drops = &mut self.stats.hello_drops;
+        let Some(guard) = self.guard.as_mut() else {
+            drops.not_server += 1;
+            return;
+        };
+        if self.state == DtlsState::Connected {
+            drops.after_connect += 1;
+            tracing::debug!("dtls: ClientHello after the association was established dropped");
+            return;
+        }
+        let Some(hello) = parse_client_hello(data) else {
+            drops.unparsable += 1;
+            tracing::debug!("dtls: dropped datagram with an unusable ClientHello");
+            return;
+        };
+        if hello.cookie != guard.cookie {
+            // Cookieless (a first ClientHello), or a cookie that is not ours: answer
+            // statelessly (RFC 6347 4.2.1). Nothing is kept, so no number of these can pin,
+            // fail or stall the handshake; only the real peer receives the answer.
+            if !hello.cookie.is_empty() {
+                drops.bad_cookie += 1;
+            }
+            let answer = hello_verify_request(&guard.cookie);
+            self.stats.hello_verify_sent += 1;
+            self.push_transmit(answer);
+            return;
+        }
+        // The sender received our HelloVerifyRequest at the accepted address.
+        if guard.attempt == Some(hello.random) {
+            if self.state == DtlsState::Failed {
+                drops.after_failure += 1;
+                return;
+            }
+            // A repeat of the running handshake's ClientHello: the library's business.
+            self.feed(data, None, now);
+            return;
+        }
+        // A new handshake: the first, or the peer starting over (RFC 6347 4.2.8).
+        if guard.attempts > 0 {
+            let too_soon = guard
+                .last_start
+                .is_some_and(|t| now < t + MIN_RESTART_INTERVAL);
+            if too_soon || guard.attempts >= MAX_HANDSHAKE_ATTEMPTS {
+                drops.restart_limited += 1;
+                tracing::debug!(
+                    attempts = guard.attempts,
+                    "dtls: new handshake refused by the restart limits"
+                );
+                return;
+            }
+        }
+        guard.attempt = Some(hello.random);
+        guard.attempts += 1;
+        guard.last_start = Some(now);
+        let cookie = guard.cookie;
+        if self.started {
+            tracing::debug!(role = ?self.role, "dtls: peer started a new handshake; restarting");
+            self.restart();
+            self.stats.restarts += 1;
+        }
+        self.begin(&hello, data, &cookie, now);
+    }
+
+    /// Forgets the library's association: a fresh library endpoint, same settings.
+    fn restart(&mut self) {
+        self.endpoint = Endpoint::new(
+            LOCAL,
+            TransportProtocol::UDP,
+            Some(Arc::clone(&self.handshake_config)),
+        );
+        self.state = DtlsState::Handshaking;
+        self.started = false;
+        self.plaintext_handshakes = 0;
+        self.lib_timer = None;
+        self.wake = None;
+        self.backoff = 0;
+        // Anything still queued belongs to the abandoned handshake.
+        self.transmits.clear();
+        self.verify
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failure = None;
+    }
+
+    /// Starts the library's handshake from a verified (cookied) ClientHello `data`.
+    fn begin(&mut self, hello: &ClientHello<'_>, data: &[u8], cookie: &[u8], now: Instant) {
+        self.started = true;
+        // The library wants the cookie exchange too: it gets the first ClientHello as the
+        // client sent it (one record sequence number earlier, unseen by this fresh library
+        // endpoint; a client whose cookied hello is its record 0 gets through on its next
+        // retransmission), and answers with a HelloVerifyRequest carrying our cookie, which
+        // the client already has and does not get again.
+        let first = hello.without_cookie(hello.record_seq.saturating_sub(1));
+        let result = self
+            .endpoint
+            .read(now, PEER, None, BytesMut::from(&first[..]));
+        let answer: Vec<Vec<u8>> = std::iter::from_fn(|| self.endpoint.poll_transmit())
+            .map(|m| m.message.to_vec())
+            .collect();
+        if let Err(err) = result {
+            // The hello itself is unacceptable (no common SRTP profile, cipher suite...):
+            // the library's alert tells the peer.
+            for m in answer {
+                self.push_transmit(m);
+            }
+            self.on_library_error(&err, None);
+            return;
+        }
+        match answer.iter().find_map(|m| hello_verify_cookie(m)) {
+            Some(c) if c == cookie => self.feed(data, None, now),
+            Some(_) => {
+                tracing::error!("dtls: the library's cookie is not ours; handshakes will fail");
+                debug_assert!(
+                    false,
+                    "rtc-dtls did not draw its cookie from FixedCookieRandom"
+                );
+                self.feed(data, None, now);
+            }
+            None => {
+                // The library ignored the hello (something in it that we do not check, such
+                // as an extension, does not parse). Its state is unusable: forget the
+                // attempt, so that the client's next ClientHello starts afresh.
+                tracing::debug!("dtls: ClientHello not taken by the library");
+                self.stats.hello_drops.unparsable += 1;
+                self.restart();
+                if let Some(guard) = self.guard.as_mut() {
+                    guard.attempt = None;
+                }
+            }
         }
     }
 
@@ -632,9 +1009,16 @@ impl DtlsEndpoint {
 
     fn collect_transmits(&mut self) {
         while let Some(msg) = self.endpoint.poll_transmit() {
-            self.stats.datagrams_out += 1;
-            self.transmits.push_back(msg.message.to_vec());
+            self.push_transmit(msg.message.to_vec());
         }
+    }
+
+    fn push_transmit(&mut self, datagram: Vec<u8>) {
+        if self.transmits.len() >= MAX_QUEUED_TRANSMITS {
+            self.transmits.pop_front();
+        }
+        self.stats.datagrams_out += 1;
+        self.transmits.push_back(datagram);
     }
 
     fn fail(&mut self, reason: FailureReason) {
@@ -738,7 +1122,9 @@ mod tests {
             inspect_records(&ch),
             Ok(RecordInfo {
                 alert: None,
-                first_handshake: Some(1)
+                first_handshake: Some(1),
+                client_hello: true,
+                plaintext_handshake: true,
             })
         );
         // Fragment beyond the message length.
@@ -760,7 +1146,9 @@ mod tests {
             inspect_records(&two),
             Ok(RecordInfo {
                 alert: Some((2, 42)),
-                first_handshake: Some(1)
+                first_handshake: Some(1),
+                client_hello: true,
+                plaintext_handshake: true,
             })
         );
         // Plaintext application data.
@@ -768,6 +1156,37 @@ mod tests {
         assert!(inspect_records(&app).is_err());
         // Not DTLS (an RTP packet).
         assert!(inspect_records(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn library_hello_verify_request_is_ours() {
+        // The library, given a first ClientHello, answers with exactly the HelloVerifyRequest
+        // we send statelessly: same cookie (drawn from FixedCookieRandom), same form (what
+        // peers saw before we answered ourselves), record sequence 0.
+        let (cs, cc) = (
+            DtlsCertificate::generate(std::time::SystemTime::now(), Duration::from_secs(60))
+                .unwrap(),
+            DtlsCertificate::generate(std::time::SystemTime::now(), Duration::from_secs(60))
+                .unwrap(),
+        );
+        let now = Instant::now();
+        let cfg = DtlsConfig::default();
+        let mut server =
+            DtlsEndpoint::new(Role::Server, &cs, [cc.fingerprint().clone()], &cfg, now).unwrap();
+        let mut client =
+            DtlsEndpoint::new(Role::Client, &cc, [cs.fingerprint().clone()], &cfg, now).unwrap();
+        let hello = client.poll_transmit().unwrap();
+        let cookie = server.guard.as_ref().unwrap().cookie;
+        server
+            .endpoint
+            .read(now, PEER, None, BytesMut::from(&hello[..]))
+            .unwrap();
+        let library = server.endpoint.poll_transmit().unwrap().message.to_vec();
+        assert_eq!(library, hello_verify_request(&cookie));
+        // A second endpoint has another cookie.
+        let other =
+            DtlsEndpoint::new(Role::Server, &cs, [cc.fingerprint().clone()], &cfg, now).unwrap();
+        assert_ne!(other.guard.as_ref().unwrap().cookie, cookie);
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!   the [`SrtpKeyingMaterial`] (RFC 5764 4.2 exporter, split into client/server master key
 //!   and salt, ready for [`crate::srtp::SrtpContext`]) or `Failed` with a reason (fingerprint
 //!   mismatch, S-22; retransmissions exhausted; peer alert; no SRTP profile).
+//!   A server endpoint runs the HelloVerifyRequest cookie exchange itself, statelessly, so
+//!   ClientHellos from the peer's address that do not carry its cookie (forged, stray, bogus)
+//!   never reach the handshake state; a verified ClientHello with a new random restarts the
+//!   handshake, also after a failure; once connected, ClientHellos are dropped (S-23; see
+//!   [`DtlsStats::hello_drops`]).
 //!
 //! The DTLS protocol itself is webrtc-rs's sans-IO `rtc-dtls` (the successor of the
 //! tokio-based `dtls`/webrtc-dtls crate in webrtc-rs's "rtc" stack); this module configures
@@ -20,20 +25,26 @@
 //! that are not DTLS records before they reach it, and turns its results into keys and events.
 //!
 //! Not here: demultiplexing one port between STUN/DTLS/SRTP (RFC 7983, the caller's job),
-//! source filtering against the ClientHello race (S-23, decided by ICE above this module),
-//! and DTLS renegotiation or re-keying on a re-INVITE.
+//! source filtering against the ClientHello race (S-23, decided by ICE above this module;
+//! this module handles hellos from the accepted address), and DTLS renegotiation or
+//! re-keying on a re-INVITE.
 
 mod cert;
 mod endpoint;
+mod hello;
 mod setup;
+
+#[cfg(test)]
+mod race_tests;
 
 pub use cert::{
     CertificatePolicy, DtlsCertificate, Fingerprint, FingerprintError, HashAlgorithm,
     CERT_BACKDATE, DEFAULT_CERT_LIFETIME,
 };
 pub use endpoint::{
-    DtlsConfig, DtlsEndpoint, DtlsEvent, DtlsState, DtlsStats, FailureReason, SrtpKeyingMaterial,
-    SrtpMasterKey, MAX_RETRANSMIT_INTERVAL, SRTP_EXPORTER_LABEL,
+    DtlsConfig, DtlsEndpoint, DtlsEvent, DtlsState, DtlsStats, FailureReason, HelloDrops,
+    SrtpKeyingMaterial, SrtpMasterKey, MAX_HANDSHAKE_ATTEMPTS, MAX_RETRANSMIT_INTERVAL,
+    MIN_RESTART_INTERVAL, SRTP_EXPORTER_LABEL,
 };
 pub use setup::{answer_setup, dtls_role, Role, Setup, SetupError};
 

@@ -42,6 +42,13 @@
 //!   [`SecureStats::hello_rejected`] for ClientHellos, which also raise
 //!   [`SecureEvent::HelloRejected`]). The DTLS endpoint never sees them, so an attacker's
 //!   failed or unfinished handshake cannot block or hijack the legitimate one.
+//!
+//!   ClientHellos *from* the accepted source (spoofed, or a stray sender behind the same
+//!   address) are the DTLS endpoint's business: as a server it answers those without its
+//!   cookie statelessly, starts a handshake only for a ClientHello carrying it (proof that
+//!   the sender receives at the accepted address), lets a new verified handshake replace a
+//!   failed or abandoned one, and drops every ClientHello once connected (see
+//!   [`crate::dtls`]). Those it kept out are counted in [`SecureStats::hello_ignored`].
 //! - DTLS flights go to the source of the latest accepted DTLS datagram, or before any, to
 //!   the ICE-selected address (with ICE) or the SDP address (without). A DTLS client whose
 //!   peer address is not known yet keeps its flight queued until it is.
@@ -230,6 +237,11 @@ pub struct SecureStats {
     pub dtls_rejected: u64,
     /// Of those, datagrams starting with a ClientHello.
     pub hello_rejected: u64,
+    /// ClientHellos from the accepted source that the DTLS endpoint kept out of its handshake
+    /// (a cookie not its own, after connection, restart limits; the reasons are in
+    /// [`crate::dtls::DtlsStats::hello_drops`]). Cookieless ones, answered with a
+    /// HelloVerifyRequest and otherwise forgotten, are not counted.
+    pub hello_ignored: u64,
     /// Datagrams outside the ranges served, or DTLS on an SDES leg.
     pub unknown: u64,
     /// Times the latest authenticated source changed (first one included); without ICE this
@@ -522,8 +534,15 @@ impl SecureLeg {
             return Inbound::Dropped(DropReason::DtlsRejected);
         }
         d.peer = Some(src);
+        let ignored_before = d.endpoint.stats().hello_drops.total();
         d.endpoint.handle_datagram(data, now);
         self.stats.dtls_in += 1;
+        self.stats.hello_ignored += d
+            .endpoint
+            .stats()
+            .hello_drops
+            .total()
+            .saturating_sub(ignored_before);
         self.drain_dtls_events();
         Inbound::Consumed
     }
@@ -752,6 +771,296 @@ mod tests {
         send::<SecureLeg>();
         send::<Inbound>();
         send::<SecureEvent>();
+    }
+
+    use crate::dtls::{DtlsCertificate, DtlsEndpoint, DtlsState};
+    use crate::ice::StunMessageBuilder;
+    use crate::srtp::SrtpProfile;
+    use std::time::SystemTime;
+
+    fn cert() -> DtlsCertificate {
+        DtlsCertificate::generate(SystemTime::now(), Duration::from_secs(3600)).unwrap()
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend(std::iter::repeat_n(0x55, 160));
+        p
+    }
+
+    fn rtcp_sr(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x11; 20]);
+        p
+    }
+
+    /// Two SDES legs keyed for each other.
+    fn sdes_pair(suite: SrtpProfile) -> (SecureLeg, SecureLeg) {
+        let (a, b) = (
+            SdesCrypto::generate(1, suite),
+            SdesCrypto::generate(1, suite),
+        );
+        let now = Instant::now();
+        let leg = |local: &SdesCrypto, remote: &SdesCrypto| {
+            SecureLeg::new(
+                LegSecurity::Sdes {
+                    local: local.clone(),
+                    remote: remote.clone(),
+                },
+                None,
+                now,
+            )
+            .unwrap()
+        };
+        (leg(&a, &b), leg(&b, &a))
+    }
+
+    /// Every prefix of `d`, and `d` with each of `spots` set to 0x00 and to 0xff (where that
+    /// changes it).
+    fn malformed(d: &[u8], spots: &[usize]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = (0..d.len()).map(|n| d[..n].to_vec()).collect();
+        for &i in spots.iter().filter(|&&i| i < d.len()) {
+            for v in [0x00, 0xff].into_iter().filter(|&v| d[i] != v) {
+                let mut m = d.to_vec();
+                m[i] = v;
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn malformed_srtp_and_srtcp_never_panic_or_pass() {
+        for suite in [SrtpProfile::AesCm128HmacSha1_80, SrtpProfile::AeadAes128Gcm] {
+            let (mut a, mut b) = sdes_pair(suite);
+            let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+            let now = Instant::now();
+            let srtp = b.protect_outbound(&rtp(1, 7)).unwrap();
+            let srtcp = b.protect_outbound(&rtcp_sr(7)).unwrap();
+            // Truncations (header, tag, SRTCP index), CSRC count and extension bit and
+            // length, RTCP length field, the E bit / index of SRTCP.
+            let rtp_spots = [0, 1, 2, 11, 12, 13, srtp.len() - 1];
+            let rtcp_spots = [0, 2, 3, srtcp.len() - 15, srtcp.len() - 11, srtcp.len() - 1];
+            let mut cases = malformed(&srtp, &rtp_spots);
+            cases.extend(malformed(&srtcp, &rtcp_spots));
+            // A CSRC count and an extension that claim more than there is.
+            let mut cc = srtp.clone();
+            cc[0] = 0x8f;
+            cases.push(cc);
+            let mut ext = rtp(2, 7);
+            ext[0] = 0x90;
+            ext[12..16].copy_from_slice(&[0xbe, 0xde, 0xff, 0xff]);
+            cases.push(ext.clone());
+            for m in &cases {
+                let out = a.handle_inbound(now, src, m);
+                assert!(
+                    !matches!(out, Inbound::Media { .. }),
+                    "{suite:?}: a malformed packet of {} bytes passed",
+                    m.len()
+                );
+                // The same bytes as plain input for the other direction.
+                let _ = a.protect_outbound(m);
+            }
+            assert_eq!(a.stats().srtp_in + a.stats().srtcp_in, 0);
+            assert_eq!(a.destination(), None, "nothing latched");
+            // The genuine packets still pass, once.
+            assert!(matches!(
+                a.handle_inbound(now, src, &srtp),
+                Inbound::Media { .. }
+            ));
+            assert!(matches!(
+                a.handle_inbound(now, src, &srtcp),
+                Inbound::Media { .. }
+            ));
+            assert_eq!(a.destination(), Some(src));
+            // Outbound too: a header that claims more than the packet holds is refused.
+            let failed = b.stats().protect_failed;
+            assert_eq!(b.protect_outbound(&ext), None);
+            let mut cc = rtp(3, 7);
+            cc.truncate(20);
+            cc[0] = 0x8f;
+            assert_eq!(b.protect_outbound(&cc), None);
+            assert_eq!(b.stats().protect_failed, failed + 2);
+        }
+    }
+
+    #[test]
+    fn malformed_stun_and_dtls_never_panic() {
+        let now = Instant::now();
+        let (leg_cert, party_cert) = (Arc::new(cert()), cert());
+        let party: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut leg = SecureLeg::new(
+            LegSecurity::DtlsSrtp {
+                role: Role::Server,
+                certificate: Arc::clone(&leg_cert),
+                remote_fingerprints: vec![party_cert.fingerprint().clone()],
+                ice: Some(IceCredentials {
+                    local_ufrag: "lEgA".into(),
+                    local_pwd: "leg-local-ice-password-0123456789".into(),
+                    remote_ufrag: "pEeR".into(),
+                    remote_pwd: "peer-remote-ice-password-987654321".into(),
+                }),
+            },
+            None,
+            now,
+        )
+        .unwrap();
+        let check = StunMessageBuilder::binding_request([7; 12])
+            .username("lEgA:pEeR")
+            .priority(1)
+            .ice_controlling(1)
+            .use_candidate()
+            .build_with_integrity(b"leg-local-ice-password-0123456789");
+        // Message length, attribute type and length, the integrity and fingerprint values.
+        let stun_spots = [
+            2,
+            3,
+            20,
+            22,
+            23,
+            check.len() - 30,
+            check.len() - 5,
+            check.len() - 1,
+        ];
+        for m in malformed(&check, &stun_spots) {
+            let _ = leg.handle_inbound(now, party, &m);
+        }
+        assert_eq!(leg.destination(), None, "no malformed check nominated");
+        assert!(matches!(
+            leg.handle_inbound(now, party, &check),
+            Inbound::Consumed
+        ));
+        assert_eq!(leg.destination(), Some(party));
+        while leg.poll_transmit().is_some() {}
+        // DTLS from the validated address: record and handshake lengths, types, epoch.
+        let mut client = DtlsEndpoint::new(
+            Role::Client,
+            &party_cert,
+            [leg_cert.fingerprint().clone()],
+            &crate::dtls::DtlsConfig::default(),
+            now,
+        )
+        .unwrap();
+        let hello = client.poll_transmit().unwrap();
+        let dtls_spots = [0, 1, 4, 11, 12, 13, 16, 19, 21, 24, 25, 59, 60, 61, 62];
+        for m in malformed(&hello, &dtls_spots) {
+            let _ = leg.handle_inbound(now, party, &m);
+            while leg.poll_transmit().is_some() {}
+        }
+        while leg.poll_event().is_some() {}
+        // The handshake still completes.
+        client.handle_datagram(&[], now);
+        let mut t = now;
+        for _ in 0..200 {
+            let mut moved = false;
+            while let Some(d) = client.poll_transmit() {
+                moved = true;
+                leg.handle_inbound(t, party, &d);
+            }
+            while let Some((to, d)) = leg.poll_transmit() {
+                assert_eq!(to, party);
+                moved = true;
+                client.handle_datagram(&d, t);
+            }
+            if leg.is_ready() && client.state() == DtlsState::Connected {
+                break;
+            }
+            if !moved {
+                t += Duration::from_millis(500);
+                client.handle_timeout(t);
+                leg.handle_timeout(t);
+            }
+        }
+        assert!(leg.is_ready(), "{:?}", leg.stats());
+        assert_eq!(client.state(), DtlsState::Connected);
+    }
+
+    #[test]
+    fn hellos_from_the_accepted_address_do_not_block_the_handshake() {
+        // Without ICE, DTLS is accepted from the SDP address only; an attacker spoofing that
+        // very address sends ClientHellos before and during the handshake and after it.
+        let t0 = Instant::now();
+        let (leg_cert, party_cert) = (Arc::new(cert()), cert());
+        let party: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+        let mut leg = SecureLeg::new(
+            LegSecurity::DtlsSrtp {
+                role: Role::Server,
+                certificate: Arc::clone(&leg_cert),
+                remote_fingerprints: vec![party_cert.fingerprint().clone()],
+                ice: None,
+            },
+            Some(party),
+            t0,
+        )
+        .unwrap();
+        let cfg = crate::dtls::DtlsConfig::default();
+        let forged = |seq: u8| {
+            let mut c = DtlsEndpoint::new(
+                Role::Client,
+                &cert(),
+                [leg_cert.fingerprint().clone()],
+                &cfg,
+                t0,
+            )
+            .unwrap();
+            let mut d = c.poll_transmit().unwrap();
+            d[10] = seq;
+            d
+        };
+        leg.handle_inbound(t0, party, &forged(0));
+        let mut client = DtlsEndpoint::new(
+            Role::Client,
+            &party_cert,
+            [leg_cert.fingerprint().clone()],
+            &cfg,
+            t0,
+        )
+        .unwrap();
+        let mut t = t0;
+        let mut n = 0u8;
+        for _ in 0..200 {
+            let mut moved = false;
+            while let Some(d) = client.poll_transmit() {
+                moved = true;
+                n = n.wrapping_add(1);
+                leg.handle_inbound(t, party, &forged(n));
+                leg.handle_inbound(t, party, &d);
+            }
+            while let Some((to, d)) = leg.poll_transmit() {
+                assert_eq!(to, party);
+                moved = true;
+                client.handle_datagram(&d, t);
+            }
+            if leg.is_ready() && client.state() == DtlsState::Connected {
+                break;
+            }
+            if !moved {
+                t += Duration::from_millis(500);
+                client.handle_timeout(t);
+                leg.handle_timeout(t);
+            }
+        }
+        let evs: Vec<SecureEvent> = std::iter::from_fn(|| leg.poll_event()).collect();
+        assert_eq!(evs, vec![SecureEvent::DtlsConnected]);
+        assert_eq!(client.state(), DtlsState::Connected);
+        // After connection: dropped and counted, nothing sent, keys kept.
+        let before = leg.stats();
+        for i in 0..5 {
+            leg.handle_inbound(t, party, &forged(200 + i));
+        }
+        assert!(leg.poll_transmit().is_none());
+        assert!(leg.poll_event().is_none());
+        assert!(leg.is_ready());
+        let after = leg.stats();
+        assert_eq!(after.hello_ignored - before.hello_ignored, 5);
+        assert_eq!(after.hello_rejected, 0, "nothing came from another address");
+        let dtls = leg.dtls_stats().unwrap();
+        assert_eq!(dtls.hello_drops.after_connect, 5);
+        assert!(dtls.hello_verify_sent >= 2, "{dtls:?}");
     }
 
     #[test]
