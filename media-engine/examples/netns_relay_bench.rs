@@ -56,8 +56,13 @@
 //! cargo build --release -p media-engine --example netns_relay_bench
 //! sudo flock /tmp/bench.lock $CARGO_TARGET_DIR/release/examples/netns_relay_bench \
 //!     [--streams 1000] [--pps 50] [--seconds 10] [--rounds 1] [--workers 1] \
-//!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3]
+//!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3] [--nice 0]
 //! ```
+//!
+//! `--nice -10` runs every benchmark thread and rtpengine at that nice value:
+//! on a machine that other users load, a starved relay queues packets for
+//! seconds (latency, late packets counted as lost) and a starved generator
+//! falls short; the header and every run print the other users' share.
 
 #[allow(dead_code)]
 #[path = "../../ebpf-relay/tests/common/netns.rs"]
@@ -127,6 +132,8 @@ struct Args {
     only: Vec<Relay>,
     peak: bool,
     peak_seconds: f64,
+    /// Nice value of every benchmark thread and of rtpengine (inherited).
+    nice: i32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -139,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
         only: Relay::ALL.to_vec(),
         peak: false,
         peak_seconds: 3.0,
+        nice: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -152,6 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => a.rounds = v.parse().map_err(|_| bad("--rounds"))?,
             "--workers" => a.workers = v.parse().map_err(|_| bad("--workers"))?,
             "--peak-seconds" => a.peak_seconds = v.parse().map_err(|_| bad("--peak-seconds"))?,
+            "--nice" => a.nice = v.parse().map_err(|_| bad("--nice"))?,
             "--only" => {
                 let names: Vec<&str> = v.split(',').filter(|s| !s.is_empty()).collect();
                 for n in &names {
@@ -175,7 +184,7 @@ fn parse_args() -> Result<Args, String> {
                 return Err(
                     "usage: netns_relay_bench [--streams 1000] [--pps 50] [--seconds 10] \
                      [--rounds 1] [--workers 1] [--only xdp,userspace,rtpengine] [--peak] \
-                     [--peak-seconds 3]"
+                     [--peak-seconds 3] [--nice 0]"
                         .into(),
                 )
             }
@@ -191,11 +200,12 @@ fn parse_args() -> Result<Args, String> {
         && (1..=16).contains(&a.workers)
         && a.peak_seconds > 0.0
         && a.peak_seconds <= 30.0
+        && (-20..=19).contains(&a.nice)
         && !a.only.is_empty();
     if !bounded {
         return Err(
             "need 1..=10000 streams, 1..=1000 pps, 0 < seconds <= 120, 1..=10 rounds, \
-                    1..=16 workers, 0 < peak-seconds <= 30 and at least one relay"
+                    1..=16 workers, 0 < peak-seconds <= 30, nice -20..=19 and at least one relay"
                 .into(),
         );
     }
@@ -275,9 +285,31 @@ fn tasks_cpu_ns(ksoftirqd: &[u32], rtpengine: Option<u32>) -> u64 {
         + rtpengine.map_or(0, ng::pid_cpu_ns)
 }
 
-/// Probes of every phase: the relay's own CPU, and the benchmark's tasks.
+/// Time (ns) the threads of process `pid` ("self" or a PID) whose name
+/// starts with `prefix` spent runnable but waiting for a CPU (schedstat
+/// run_delay): how much other load delayed them.
+fn sched_wait_ns(pid: &str, prefix: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+        })
+        .filter_map(|t| {
+            let st = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            st.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Probes of every phase: the relay's own CPU, the benchmark's tasks, the
+/// relay's and this process's time waiting for a CPU.
 const OWN: usize = 0;
 const TASKS: usize = 1;
+const RELAY_WAIT: usize = 2;
+const SELF_WAIT: usize = 3;
 
 /// A relay set up in the SBC namespace between A's and C's sockets.
 enum Running {
@@ -291,6 +323,14 @@ impl Running {
         match self {
             Running::Ours(_) => threads_cpu_ns("relay-"),
             Running::Rtpengine(r) => ng::pid_cpu_ns(r.pid()),
+        }
+    }
+
+    /// Time (ns) the relay's threads waited for a CPU while runnable.
+    fn wait_ns(&self) -> u64 {
+        match self {
+            Running::Ours(_) => sched_wait_ns("self", "relay-"),
+            Running::Rtpengine(r) => sched_wait_ns(&r.pid().to_string(), ""),
         }
     }
 
@@ -507,7 +547,15 @@ fn print_run(name: &str, r: &mut PhaseResult, own: Option<&str>, extra: &[String
     )];
     if let Some(own) = own {
         notes.push(format!("relay own CPU ({own}) {:.1}%", r.probe_pct(OWN)));
+        notes.push(format!(
+            "relay runnable but waiting for a CPU {:.1}% of the time",
+            r.probe_pct(RELAY_WAIT)
+        ));
     }
+    notes.push(format!(
+        "this process's threads waiting for a CPU {:.1}% (sum over threads)",
+        r.probe_pct(SELF_WAIT)
+    ));
     notes.extend_from_slice(extra);
     println!("  {:<9} {}", "", notes.join("; "));
 }
@@ -533,6 +581,18 @@ fn main() {
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     raise_nofile();
+    if args.nice != 0 {
+        // Before any thread is spawned: threads and rtpengine inherit it.
+        // SAFETY: plain setpriority on this thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
+            eprintln!(
+                "netns_relay_bench: setpriority({}): {}",
+                args.nice,
+                std::io::Error::last_os_error()
+            );
+            std::process::exit(1);
+        }
+    }
     // Namespaces, XDP programs and rtpengine are released by drops on the way
     // out of bench(): errors, panics (unwinding) and Ctrl-C (INTERRUPTED ends
     // the current phase early, then bench() returns an error) included.
@@ -569,7 +629,7 @@ fn bench(args: &Args) -> Result<(), String> {
     println!(
         "netns relay benchmark: {streams} bidirectional G.711 streams ({PAYLOAD}-byte RTP), {} \
          pkt/s each way per stream = {:.0} pkt/s relayed in total; relays: {}; {} round(s) of \
-         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); rtpengine: {}; \
+         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); nice {}; rtpengine: {}; \
          namespaces {} {} {}; {} CPUs, load average before: {}",
         args.pps,
         2.0 * rate,
@@ -581,6 +641,7 @@ fn bench(args: &Args) -> Result<(), String> {
         args.rounds,
         args.seconds,
         args.workers,
+        args.nice,
         rtpengine_version(),
         t.a,
         t.sbc,
@@ -599,7 +660,14 @@ fn bench(args: &Args) -> Result<(), String> {
         let none = || 0;
         let tasks = || tasks_cpu_ns(&ksoftirqd, None);
         let backlog0 = softnet_drops();
-        let mut b = run_phase(&direct, streams, rate, args.seconds, &[&none, &tasks]);
+        let self_wait = || sched_wait_ns("self", "");
+        let mut b = run_phase(
+            &direct,
+            streams,
+            rate,
+            args.seconds,
+            &[&none, &tasks, &none, &self_wait],
+        );
         let backlog = softnet_drops().saturating_sub(backlog0);
         interrupted()?;
         print_run(
@@ -626,7 +694,15 @@ fn bench(args: &Args) -> Result<(), String> {
             let backlog0 = softnet_drops();
             let own = || running.own_cpu_ns();
             let tasks = || tasks_cpu_ns(&ksoftirqd, running.rtpengine_pid());
-            let mut r = run_phase(&via, streams, rate, args.seconds, &[&own, &tasks]);
+            let relay_wait = || running.wait_ns();
+            let self_wait = || sched_wait_ns("self", "");
+            let mut r = run_phase(
+                &via,
+                streams,
+                rate,
+                args.seconds,
+                &[&own, &tasks, &relay_wait, &self_wait],
+            );
             let relay_rcvbuf_drops = rcvbuf_errors(&t.sbc).saturating_sub(sbc_drops0);
             let backlog = softnet_drops().saturating_sub(backlog0);
             let (x1, u1) = running.counters();
