@@ -539,8 +539,9 @@ fn print_run(name: &str, r: &mut PhaseResult, own: Option<&str>, extra: &[String
     print_phase(name, r);
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut notes = vec![format!(
-        "benchmark tasks (this process + ksoftirqd{}) {:.1}%; rest of the machine (other \
-         users) {:.1}% of {:.0}%",
+        "benchmark tasks (this process + ksoftirqd{}) {:.1}%; machine busy minus these tasks \
+         (other users; tick-sampled against precise task times, so only to +-10%) {:.1}% of \
+         {:.0}%",
         if own == Some(OWN_RTPENGINE) {
             " + rtpengine"
         } else {
