@@ -341,6 +341,14 @@ impl Running {
         }
     }
 
+    /// Socket I/O of our userspace relay (io_uring or epoll).
+    fn relay_io(&self) -> &'static str {
+        match self {
+            Running::Ours(dp) => dp.relay_io().as_str(),
+            Running::Rtpengine(_) => "-",
+        }
+    }
+
     fn counters(&self) -> (Option<RelayStats>, Option<UserspaceStats>) {
         match self {
             Running::Ours(dp) => (
@@ -403,6 +411,7 @@ fn start_relay(
                             peer: Some(SocketAddr::V4(PARTY_C)),
                             learn: LearnPolicy::Off,
                         },
+                        rtcp: None,
                     };
                     dp.create_pair(spec)
                         .map_err(|e| format!("create pair {i}: {e}"))?;
@@ -696,6 +705,7 @@ fn bench(args: &Args) -> Result<(), String> {
             let (running, dests) = start_relay(relay, &t, args)?;
             via.dests = dests;
             let (x0, u0) = running.counters();
+            let relay_io = running.relay_io();
             let sbc_drops0 = rcvbuf_errors(&t.sbc);
             let backlog0 = softnet_drops();
             let own = || running.own_cpu_ns();
@@ -723,7 +733,8 @@ fn bench(args: &Args) -> Result<(), String> {
             }
             if let (Some(a), Some(b)) = (u0, u1) {
                 notes.push(format!(
-                    "userspace relay received {} sent {} (send failures {})",
+                    "userspace relay ({}) received {} sent {} (send failures {})",
+                    relay_io,
                     b.received - a.received,
                     b.sent - a.sent,
                     b.send_failed - a.send_failed

@@ -623,6 +623,17 @@ fn rtcp_between_muxed_and_non_muxed_parties() {
     UdpSocket::bind(rb_rtcp).expect("RTCP relay port released");
 }
 
+/// Stopping the datapath (daemon restart) releases every relay port at once.
+fn stopping_releases_the_ports() {
+    let dp = userspace(1);
+    let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
+    c.a.send_to(&rtp(0, 1), c.ra).unwrap();
+    assert_eq!(recv_all(&c.b, 1, Duration::from_secs(2)).len(), 1);
+    drop(dp);
+    UdpSocket::bind(c.ra).expect("relay port a released on stop");
+    UdpSocket::bind(c.rb).expect("relay port b released on stop");
+}
+
 fn with_io(io: RelayIo, test: fn()) {
     IO.with(|c| c.set(io));
     test();
@@ -654,4 +665,5 @@ in_both_io_modes!(
     relays_ipv6,
     offer_answer_plan_programs_the_relay,
     rtcp_between_muxed_and_non_muxed_parties,
+    stopping_releases_the_ports,
 );

@@ -535,6 +535,13 @@ fn shutdown(r: &mut Ring) {
     let ts = types::Timespec::from(Duration::from_millis(50));
     for _ in 0..40 {
         if r.armed == 0 && r.free.len() == SEND_SLOTS {
+            // The registered-file table holds the sockets open: let go now, not when the
+            // kernel gets round to tearing the ring down, so their ports are free at once.
+            if r.files.take().is_some() {
+                if let Err(e) = r.ring.submitter().unregister_files() {
+                    warn!(error = %e, "unregistering relay sockets");
+                }
+            }
             return;
         }
         let args = types::SubmitArgs::new().timespec(&ts);
