@@ -626,12 +626,18 @@ fn rtcp_between_muxed_and_non_muxed_parties() {
 /// Stopping the datapath (daemon restart) releases every relay port at once.
 fn stopping_releases_the_ports() {
     let dp = userspace(1);
-    let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
+    // Many sockets: the io_uring worker must see every receive's cancellation through.
+    let calls: Vec<Call> = (0..100)
+        .map(|_| call(&dp, LearnPolicy::Off, LearnPolicy::Off, None))
+        .collect();
+    let c = &calls[0];
     c.a.send_to(&rtp(0, 1), c.ra).unwrap();
     assert_eq!(recv_all(&c.b, 1, Duration::from_secs(2)).len(), 1);
     drop(dp);
-    UdpSocket::bind(c.ra).expect("relay port a released on stop");
-    UdpSocket::bind(c.rb).expect("relay port b released on stop");
+    for c in &calls {
+        UdpSocket::bind(c.ra).expect("relay port a released on stop");
+        UdpSocket::bind(c.rb).expect("relay port b released on stop");
+    }
 }
 
 fn with_io(io: RelayIo, test: fn()) {
