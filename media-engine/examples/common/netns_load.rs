@@ -67,6 +67,13 @@ pub fn tune(sock: &UdpSocket) {
     let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
 }
 
+/// When non-zero, the generator's and the echo's receivers poll their sockets, sleeping this
+/// many microseconds when empty, instead of blocking in recvmmsg. A blocked receiver is woken
+/// by every datagram delivered to it, and on one machine that wake-up (an inter-processor
+/// interrupt, a VM exit here) is paid in the context of whoever delivered the datagram: the
+/// relay under test. Peers on other hosts cost a relay nothing of the kind.
+pub static PEER_POLL_US: AtomicU64 = AtomicU64::new(0);
+
 /// A batch of datagrams for recvmmsg/sendmmsg.
 pub struct Batch {
     pub bufs: Vec<[u8; 256]>,
@@ -112,17 +119,26 @@ impl Batch {
 
     pub fn recv(&mut self, sock: &UdpSocket) -> usize {
         self.prepare_recv();
+        let poll_us = PEER_POLL_US.load(Ordering::Relaxed);
+        let flags = if poll_us > 0 {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
         // SAFETY: headers point into this batch's buffers.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
-        if n < 0 {
+        if n <= 0 {
+            if poll_us > 0 {
+                std::thread::sleep(Duration::from_micros(poll_us));
+            }
             0
         } else {
             n as usize
