@@ -96,6 +96,7 @@ impl MediaRelay {
             }
         };
         metrics.media_datapath(datapath.active().as_str());
+        metrics.media_relay_io(datapath.relay_io().as_str());
         let window = LearnPolicy::Window {
             packets: cfg.media.learn_packets,
             duration: Duration::from_millis(cfg.media.learn_ms),

@@ -36,6 +36,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IoLabel {
+    io: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -184,6 +189,7 @@ pub struct Metrics {
     media_sessions: Gauge,
     media_answer_failed: Counter,
     media_datapath: Family<KindLabel, Gauge>,
+    media_relay_io: Family<IoLabel, Gauge>,
     media_ports: Family<PortLabel, Gauge>,
     media_packets: Counter,
     media_bytes: Counter,
@@ -227,6 +233,7 @@ impl Metrics {
         let media_sessions = Gauge::default();
         let media_answer_failed = Counter::default();
         let media_datapath = Family::<KindLabel, Gauge>::default();
+        let media_relay_io = Family::<IoLabel, Gauge>::default();
         let media_ports = Family::<PortLabel, Gauge>::default();
         let media_packets = Counter::default();
         let media_timeouts = Counter::default();
@@ -302,6 +309,11 @@ impl Metrics {
             "sbc_media_datapath",
             "Media datapath in use (kind=xdp or userspace)",
             media_datapath.clone(),
+        );
+        registry.register(
+            "sbc_media_relay_io",
+            "Socket I/O of the userspace relay (io=io_uring, or epoll where io_uring is unavailable or configured off)",
+            media_relay_io.clone(),
         );
         registry.register(
             "sbc_media_ports",
@@ -478,6 +490,7 @@ impl Metrics {
             media_sessions,
             media_answer_failed,
             media_datapath,
+            media_relay_io,
             media_ports,
             media_packets,
             media_bytes,
@@ -651,6 +664,12 @@ impl Metrics {
             .get_or_create(&KindLabel {
                 kind: kind.to_string(),
             })
+            .set(1);
+    }
+
+    pub fn media_relay_io(&self, io: &str) {
+        self.media_relay_io
+            .get_or_create(&IoLabel { io: io.to_string() })
             .set(1);
     }
 

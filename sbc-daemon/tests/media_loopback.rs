@@ -197,6 +197,16 @@ routes:
         m.contains("sbc_media_datapath{kind=\"userspace\"} 1"),
         "{m}"
     );
+    // io_uring where the kernel allows it (relay_io: auto), else the epoll fallback.
+    let io_lines: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("sbc_media_relay_io{"))
+        .collect();
+    assert!(
+        io_lines == ["sbc_media_relay_io{io=\"io_uring\"} 1"]
+            || io_lines == ["sbc_media_relay_io{io=\"epoll\"} 1"],
+        "{m}"
+    );
 
     // Hold and resume by re-INVITE: the relay ports stay the same, media flows again after
     // the resume.
