@@ -57,7 +57,8 @@
 //! sudo flock /tmp/bench.lock $CARGO_TARGET_DIR/release/examples/netns_relay_bench \
 //!     [--streams 1000] [--pps 50] [--seconds 10] [--rounds 1] [--workers 1] \
 //!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3] [--nice 0] \
-//!     [--peer-poll-us 0] [--io auto|io_uring|epoll] [--coalesce-us 100]
+//!     [--peer-poll-us 0] [--io auto|io_uring|epoll] [--coalesce-us 100] \
+//!     [--xdp-mode native|generic]
 //! ```
 //!
 //! `--peer-poll-us N`: the generator's and the echo's receivers poll (sleeping N us when
@@ -148,6 +149,8 @@ struct Args {
     io: RelayIo,
     /// io_uring coalescing window (default: the library's).
     coalesce_us: Option<u64>,
+    /// How the XDP relay attaches to sbc0/sbc1 (native by default).
+    xdp_mode: AttachMode,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -164,6 +167,7 @@ fn parse_args() -> Result<Args, String> {
         peer_poll_us: 0,
         io: RelayIo::Auto,
         coalesce_us: None,
+        xdp_mode: AttachMode::Native,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -417,7 +421,7 @@ fn start_relay(
                     DatapathKind::Userspace
                 },
                 xdp_interfaces: vec!["sbc0".into(), "sbc1".into()],
-                attach_mode: AttachMode::Native,
+                attach_mode: args.xdp_mode,
                 userspace: UserspaceOptions {
                     workers: args.workers,
                     io: args.io,
@@ -677,7 +681,7 @@ fn bench(args: &Args) -> Result<(), String> {
     println!(
         "netns relay benchmark: {streams} bidirectional G.711 streams ({PAYLOAD}-byte RTP), {} \
          pkt/s each way per stream = {:.0} pkt/s relayed in total; relays: {}; {} round(s) of \
-         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); nice {}; peers {}; rtpengine: {}; \
+         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); nice {}; peers {}; XDP {:?} mode; rtpengine: {}; \
          namespaces {} {} {}; {} CPUs, load average before: {}",
         args.pps,
         2.0 * rate,
@@ -695,6 +699,7 @@ fn bench(args: &Args) -> Result<(), String> {
         } else {
             "block in recvmmsg".to_string()
         },
+        args.xdp_mode,
         rtpengine_version(),
         t.a,
         t.sbc,

@@ -56,8 +56,8 @@ use rtc_shared::TransportProtocol;
 
 use super::cert::{DtlsCertificate, Fingerprint};
 use super::hello::{
-    hello_verify_cookie, hello_verify_request, parse_client_hello, ClientHello, COOKIE_LEN,
-    RANDOM_LEN,
+    hello_verify_cookie, hello_verify_request, parse_client_hello, ClientHello, HelloPiece,
+    HelloReassembly, COOKIE_LEN, RANDOM_LEN,
 };
 use super::setup::Role;
 use super::DtlsError;
@@ -326,7 +326,7 @@ pub struct HelloDrops {
     pub after_connect: u64,
     /// Received by a client endpoint.
     pub not_server: u64,
-    /// Not exactly one unfragmented, well-formed ClientHello in one record.
+    /// A ClientHello (or a fragment of one) that is not well formed, or too large to reassemble.
     pub unparsable: u64,
     /// A new verified handshake refused by [`MAX_HANDSHAKE_ATTEMPTS`] or
     /// [`MIN_RESTART_INTERVAL`].
@@ -401,6 +401,8 @@ struct HelloGuard {
     attempts: u32,
     /// When the latest one started.
     last_start: Option<Instant>,
+    /// A fragmented ClientHello being put together.
+    reassembly: HelloReassembly,
 }
 
 /// What the certificate check found, shared with the verification callback.
@@ -642,6 +644,7 @@ impl DtlsEndpoint {
                 attempt: None,
                 attempts: 0,
                 last_start: None,
+                reassembly: HelloReassembly::default(),
             })
         };
         let provider: Arc<dyn RTCCryptoProvider> = match &guard {
@@ -818,6 +821,22 @@ impl DtlsEndpoint {
             tracing::debug!("dtls: ClientHello after the association was established dropped");
             return;
         }
+        // A ClientHello split over several records (Chrome's, with a post-quantum key share)
+        // is checked once whole, as one unfragmented record.
+        let rebuilt;
+        let data = match guard.reassembly.push(data) {
+            HelloPiece::Whole => data,
+            HelloPiece::Complete(whole) => {
+                rebuilt = whole;
+                &rebuilt[..]
+            }
+            HelloPiece::Pending => return,
+            HelloPiece::Invalid => {
+                drops.unparsable += 1;
+                tracing::debug!("dtls: dropped datagram with an unusable ClientHello fragment");
+                return;
+            }
+        };
         let Some(hello) = parse_client_hello(data) else {
             drops.unparsable += 1;
             tracing::debug!("dtls: dropped datagram with an unusable ClientHello");

@@ -145,6 +145,111 @@ fn put_handshake_header(out: &mut Vec<u8>, typ: u8, message_seq: u16, len: usize
     put_u24(out, len);
 }
 
+/// Largest ClientHello reassembled from fragments (Chrome's, with a post-quantum key share,
+/// is about 1.4 kB).
+const MAX_HELLO_LEN: usize = 8 * 1024;
+
+/// What one ClientHello datagram amounts to (see [`HelloReassembly::push`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HelloPiece {
+    /// An unfragmented ClientHello: use the datagram as it is.
+    Whole,
+    /// The last missing fragment: the whole message, rebuilt as one unfragmented record.
+    Complete(Vec<u8>),
+    /// A fragment kept until the others arrive.
+    Pending,
+    /// Not a single-record ClientHello (fragment); dropped.
+    Invalid,
+}
+
+/// Reassembles a ClientHello that the client split over several records (RFC 6347 4.2.3),
+/// as Chrome does once its key share no longer fits one datagram. One message at a time,
+/// bounded in size; a fragment of another message replaces what was kept (the client
+/// retransmits the whole flight anyway).
+#[derive(Debug, Default)]
+pub(crate) struct HelloReassembly {
+    partial: Option<Partial>,
+}
+
+#[derive(Debug)]
+struct Partial {
+    message_seq: u16,
+    version: [u8; 2],
+    /// Highest record sequence number among the fragments.
+    record_seq: u64,
+    body: Vec<u8>,
+    have: Vec<bool>,
+    missing: usize,
+}
+
+impl HelloReassembly {
+    /// Takes one datagram that carries a ClientHello record.
+    pub(crate) fn push(&mut self, d: &[u8]) -> HelloPiece {
+        self.push_inner(d).unwrap_or(HelloPiece::Invalid)
+    }
+
+    fn push_inner(&mut self, d: &[u8]) -> Option<HelloPiece> {
+        let header = d.get(..RECORD_HEADER)?;
+        if header[0] != HANDSHAKE || header[1] != 0xfe || header[3] != 0 || header[4] != 0 {
+            return None;
+        }
+        let hs = &d[RECORD_HEADER..];
+        if hs.len() != u16_at(header, 11)? || hs.len() < HANDSHAKE_HEADER || hs[0] != CLIENT_HELLO {
+            return None;
+        }
+        let length = u24_at(hs, 1)?;
+        let message_seq = u16::from_be_bytes([hs[4], hs[5]]);
+        let (offset, frag_len) = (u24_at(hs, 6)?, u24_at(hs, 9)?);
+        if hs.len() != HANDSHAKE_HEADER + frag_len {
+            return None;
+        }
+        if offset == 0 && frag_len == length {
+            return Some(HelloPiece::Whole);
+        }
+        if length > MAX_HELLO_LEN || frag_len == 0 || offset.checked_add(frag_len)? > length {
+            return None;
+        }
+        let record_seq = u64::from_be_bytes([
+            0, 0, header[5], header[6], header[7], header[8], header[9], header[10],
+        ]);
+        let same = self
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.message_seq == message_seq && p.body.len() == length);
+        if !same {
+            self.partial = Some(Partial {
+                message_seq,
+                version: [header[1], header[2]],
+                record_seq,
+                body: vec![0; length],
+                have: vec![false; length],
+                missing: length,
+            });
+        }
+        let p = self.partial.as_mut()?;
+        let frag = &hs[HANDSHAKE_HEADER..];
+        for (i, b) in frag.iter().enumerate() {
+            let at = offset + i;
+            if !p.have[at] {
+                p.have[at] = true;
+                p.missing -= 1;
+            }
+            p.body[at] = *b;
+        }
+        p.record_seq = p.record_seq.max(record_seq);
+        p.version = [header[1], header[2]];
+        if p.missing > 0 {
+            return Some(HelloPiece::Pending);
+        }
+        let p = self.partial.take()?;
+        let mut out = Vec::with_capacity(RECORD_HEADER + HANDSHAKE_HEADER + length);
+        put_record_header(&mut out, p.version, p.record_seq, HANDSHAKE_HEADER + length);
+        put_handshake_header(&mut out, CLIENT_HELLO, p.message_seq, length);
+        out.extend_from_slice(&p.body);
+        Some(HelloPiece::Complete(out))
+    }
+}
+
 impl ClientHello<'_> {
     /// The first ClientHello of this handshake as the client sent it before the cookie
     /// exchange: the same message without the cookie, message sequence 0, in one record with
@@ -165,6 +270,34 @@ impl ClientHello<'_> {
         out.extend_from_slice(rest);
         out
     }
+}
+
+/// Splits an unfragmented ClientHello datagram into `n` single-record fragments.
+#[cfg(test)]
+pub(crate) fn fragments(whole: &[u8], n: usize) -> Vec<Vec<u8>> {
+    let body = &whole[RECORD_HEADER + HANDSHAKE_HEADER..];
+    let hs = &whole[RECORD_HEADER..RECORD_HEADER + HANDSHAKE_HEADER];
+    let message_seq = u16::from_be_bytes([hs[4], hs[5]]);
+    let step = body.len().div_ceil(n);
+    body.chunks(step)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut out = Vec::new();
+            put_record_header(
+                &mut out,
+                [0xfe, 0xff],
+                10 + i as u64,
+                HANDSHAKE_HEADER + chunk.len(),
+            );
+            out.push(CLIENT_HELLO);
+            put_u24(&mut out, body.len());
+            out.extend_from_slice(&message_seq.to_be_bytes());
+            put_u24(&mut out, i * step);
+            put_u24(&mut out, chunk.len());
+            out.extend_from_slice(chunk);
+            out
+        })
+        .collect()
 }
 
 /// A HelloVerifyRequest carrying `cookie` (message sequence 0), in a record with sequence
@@ -324,5 +457,50 @@ mod tests {
             }
             let _ = hello_verify_cookie(&d);
         }
+    }
+
+    #[test]
+    fn fragmented_hello_is_reassembled_in_any_order() {
+        let whole = hello(&[7; COOKIE_LEN], &[1, 2, 3]);
+        let mut r = HelloReassembly::default();
+        assert_eq!(r.push(&whole), HelloPiece::Whole);
+        let mut frags = fragments(&whole, 3);
+        frags.swap(0, 2);
+        assert_eq!(r.push(&frags[0]), HelloPiece::Pending);
+        // A repeat changes nothing.
+        assert_eq!(r.push(&frags[0]), HelloPiece::Pending);
+        assert_eq!(r.push(&frags[1]), HelloPiece::Pending);
+        let HelloPiece::Complete(rebuilt) = r.push(&frags[2]) else {
+            panic!("not complete");
+        };
+        let a = parse_client_hello(&whole).unwrap();
+        let b = parse_client_hello(&rebuilt).expect("rebuilt hello parses");
+        assert_eq!((a.random, a.cookie, a.body), (b.random, b.cookie, b.body));
+        assert_eq!(b.record_seq, 12, "highest fragment record number");
+        assert_eq!(b.record_version, [0xfe, 0xff]);
+    }
+
+    #[test]
+    fn bad_fragments_are_refused_without_panic() {
+        let whole = hello(&[], &[]);
+        let frags = fragments(&whole, 2);
+        let mut r = HelloReassembly::default();
+        // Fragment beyond the message, oversized message, empty fragment, truncations.
+        let mut beyond = frags[1].clone();
+        beyond[RECORD_HEADER + 6..RECORD_HEADER + 9].copy_from_slice(&[0xff, 0xff, 0xff]);
+        assert_eq!(r.push(&beyond), HelloPiece::Invalid);
+        let mut huge = frags[0].clone();
+        huge[RECORD_HEADER + 1..RECORD_HEADER + 4].copy_from_slice(&[0x10, 0, 0]);
+        assert_eq!(r.push(&huge), HelloPiece::Invalid);
+        for f in &frags {
+            for cut in 0..f.len() {
+                let _ = r.push(&f[..cut]);
+            }
+        }
+        // A fragment of another message replaces the partial one; the real pair completes.
+        let other = fragments(&hello(&[9; COOKIE_LEN], &[]), 2);
+        assert_eq!(r.push(&other[0]), HelloPiece::Pending);
+        assert_eq!(r.push(&frags[0]), HelloPiece::Pending);
+        assert!(matches!(r.push(&frags[1]), HelloPiece::Complete(_)));
     }
 }

@@ -42,6 +42,8 @@ struct Race {
     start: Instant,
     now: Instant,
     delivered: usize,
+    /// The client's ClientHellos reach the server in this many fragments (1: whole).
+    hello_fragments: usize,
 }
 
 impl Race {
@@ -69,6 +71,7 @@ impl Race {
             start,
             now: start,
             delivered: 0,
+            hello_fragments: 1,
         }
     }
 
@@ -82,7 +85,14 @@ impl Race {
                 moved = true;
                 hook(At::ToServer(self.delivered), &d, &mut self.server, self.now);
                 self.delivered += 1;
-                self.server.handle_datagram(&d, self.now);
+                let is_hello = d.first() == Some(&22) && d.get(13) == Some(&1);
+                if is_hello && self.hello_fragments > 1 {
+                    for f in super::hello::fragments(&d, self.hello_fragments) {
+                        self.server.handle_datagram(&f, self.now);
+                    }
+                } else {
+                    self.server.handle_datagram(&d, self.now);
+                }
             }
             while let Some(d) = self.server.poll_transmit() {
                 moved = true;
@@ -375,15 +385,15 @@ fn forged_hellos_are_answered_statelessly_and_counted() {
     );
     race.server.handle_datagram(&stale, t0);
     assert!(race.server.poll_transmit().is_some());
-    // A fragment of a ClientHello cannot be checked: dropped.
-    let mut fragment = stranger_hello(&cs, &DtlsConfig::default(), 61);
-    let len = fragment.len() - 13 - 12;
-    let half = u32::try_from(len / 2).unwrap().to_be_bytes();
-    fragment[22..25].copy_from_slice(&half[1..]);
-    fragment.truncate(13 + 12 + len / 2);
-    let rec = u16::try_from(fragment.len() - 13).unwrap().to_be_bytes();
-    fragment[11..13].copy_from_slice(&rec);
+    // Half of a fragmented ClientHello: kept for reassembly, not answered.
+    let fragment =
+        super::hello::fragments(&stranger_hello(&cs, &DtlsConfig::default(), 61), 2).swap_remove(0);
     race.server.handle_datagram(&fragment, t0);
+    assert!(race.server.poll_transmit().is_none());
+    // A fragment of an implausibly large hello: dropped and counted.
+    let mut beyond = fragment.clone();
+    beyond[14..17].copy_from_slice(&[0x01, 0, 0]);
+    race.server.handle_datagram(&beyond, t0);
     assert!(race.server.poll_transmit().is_none());
     let st = race.server.stats();
     assert_eq!(st.hello_verify_sent, 51);
@@ -605,4 +615,37 @@ fn plaintext_handshake_records_are_budgeted() {
     assert!(st.dropped_over_budget >= 400 - 128, "{st:?}");
     assert_eq!(race.server.state(), DtlsState::Connected);
     assert!(race.server.poll_event().is_none());
+}
+
+#[test]
+fn fragmented_client_hellos_complete_the_handshake() {
+    // Chrome splits its ClientHello over two records once the post-quantum key share is in
+    // it: both hellos of the cookie exchange arrive in fragments.
+    let (cs, cc) = (cert(), cert());
+    let t0 = Instant::now();
+    for n in [2, 3] {
+        let mut race = Race::new(&cs, &cc, t0);
+        race.hello_fragments = n;
+        race.run(LIMIT, &mut |_, _, _, _| {});
+        race.assert_connected("fragmented ClientHellos");
+        let st = race.server.stats();
+        assert_eq!(st.hello_verify_sent, 1, "{st:?}");
+        assert_eq!(st.hello_drops.unparsable, 0, "{st:?}");
+    }
+}
+
+#[test]
+fn forged_fragments_do_not_block_a_fragmented_handshake() {
+    // Fragments of a forged hello from the accepted address interleaved with the real ones.
+    let (cs, cc) = (cert(), cert());
+    let t0 = Instant::now();
+    let mut race = Race::new(&cs, &cc, t0);
+    race.hello_fragments = 2;
+    let forged = super::hello::fragments(&stranger_hello(&cs, &DtlsConfig::default(), 40), 2);
+    race.run(LIMIT, &mut |at, _, server, now| {
+        if matches!(at, At::ToServer(_)) {
+            server.handle_datagram(&forged[0], now);
+        }
+    });
+    race.assert_connected("forged fragments interleaved");
 }
