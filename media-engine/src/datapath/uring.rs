@@ -137,6 +137,8 @@ pub(crate) struct Ring {
     want: usize,
     /// Multishot receives in flight.
     armed: usize,
+    /// Receive buffers held by sends in flight.
+    held: usize,
     files: Option<FixedFiles>,
 }
 
@@ -187,6 +189,7 @@ impl Ring {
             min_wait_us,
             want: if min_wait_us > 0 { opts.batch } else { 1 },
             armed: 0,
+            held: 0,
             files,
         })
     }
@@ -321,6 +324,7 @@ fn queue_send(r: &mut Ring, t: Target, to: SocketAddr, bytes: Bytes, tally: &mut
     let (ptr, len) = match bytes {
         Bytes::Buffer { bid, off, len } => {
             s.bid = Some(bid);
+            r.held += 1;
             let start = usize::from(bid) * BUF_SIZE + off;
             let end = (start + len).min(r.bufs.bufs.len());
             (r.bufs.bufs[start..end].as_ptr(), end - start)
@@ -374,6 +378,9 @@ pub(crate) fn run(
     let mut owned: Vec<OwnedSend> = Vec::new();
     let mut tally = Tally::default();
     let mut rearm: Vec<u64> = Vec::new();
+    // Receives that ended for want of buffers: re-armed once sends have given some back,
+    // not at once (that would spin while every buffer is in flight).
+    let mut starved: Vec<u64> = Vec::new();
     let mut wake_rearm = false;
     let mut last_tick = sys::monotonic_ns();
     let mut cqes: Vec<cqueue::Entry> = Vec::with_capacity(1024);
@@ -423,6 +430,8 @@ pub(crate) fn run(
                         }
                         if let Some(b) = s.bid.take() {
                             r.bufs.give_back(b);
+                            r.held = r.held.saturating_sub(1);
+                            rearm.append(&mut starved);
                         }
                         s.data = Vec::new();
                         r.free.push(i);
@@ -458,10 +467,14 @@ pub(crate) fn run(
                             st.closing.remove(&id);
                             closed_any = true;
                         } else if st.socks.contains_key(&id) {
-                            if res < 0 && res != -libc::ENOBUFS {
-                                debug!(token = id, error = %io::Error::from_raw_os_error(-res), "relay receive ended; re-armed");
+                            if res == -libc::ENOBUFS {
+                                starved.push(id);
+                            } else {
+                                if res < 0 {
+                                    debug!(token = id, error = %io::Error::from_raw_os_error(-res), "relay receive ended; re-armed");
+                                }
+                                rearm.push(id);
                             }
-                            rearm.push(id);
                         }
                     }
                 }
@@ -494,6 +507,10 @@ pub(crate) fn run(
                     push(&mut r.ring, &e);
                 }
             }
+        }
+        // No send holds a buffer (a burst used them all, and they are back now): re-arm now.
+        if !starved.is_empty() && r.held == 0 {
+            rearm.append(&mut starved);
         }
         for token in rearm.drain(..) {
             if let Some(fd) = st.socks.get(&token).map(|s| s.sock.as_raw_fd()) {
