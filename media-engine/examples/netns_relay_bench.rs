@@ -190,6 +190,13 @@ fn parse_args() -> Result<Args, String> {
                     _ => return Err(bad("--io")),
                 }
             }
+            "--xdp-mode" => {
+                a.xdp_mode = match v.as_str() {
+                    "native" => AttachMode::Native,
+                    "generic" => AttachMode::Generic,
+                    _ => return Err(bad("--xdp-mode")),
+                }
+            }
             "--coalesce-us" => a.coalesce_us = Some(v.parse().map_err(|_| bad("--coalesce-us"))?),
             "--peer-poll-us" => a.peer_poll_us = v.parse().map_err(|_| bad("--peer-poll-us"))?,
             "--only" => {
