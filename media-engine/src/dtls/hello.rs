@@ -503,4 +503,41 @@ mod tests {
         assert_eq!(r.push(&frags[0]), HelloPiece::Pending);
         assert!(matches!(r.push(&frags[1]), HelloPiece::Complete(_)));
     }
+
+    #[test]
+    fn mutated_fragments_never_panic() {
+        // Deterministic xorshift: 20,000 fragments with random bytes flipped, cut or
+        // lengths rewritten, interleaved with genuine ones, into one reassembler.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let whole = hello(&[5; COOKIE_LEN], &[8; 16]);
+        let frags = fragments(&whole, 3);
+        let mut r = HelloReassembly::default();
+        let mut completed = 0;
+        for i in 0..20_000 {
+            let mut f = frags[i % frags.len()].clone();
+            if i % 4 != 0 {
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % f.len();
+                    f[at] = next() as u8;
+                }
+                if next() % 8 == 0 {
+                    f.truncate((next() as usize) % (f.len() + 1));
+                }
+            }
+            if let HelloPiece::Complete(d) = r.push(&f) {
+                completed += 1;
+                let _ = parse_client_hello(&d);
+            }
+        }
+        assert!(
+            completed > 0,
+            "genuine fragments still complete now and then"
+        );
+    }
 }
