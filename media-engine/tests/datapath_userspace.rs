@@ -640,6 +640,111 @@ fn stopping_releases_the_ports() {
     }
 }
 
+/// Blocks `io_uring_setup` (ENOSYS) for this thread and the threads it starts, like the
+/// default seccomp profile of container runtimes does.
+fn block_io_uring() {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JMP_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    let nr = u32::try_from(libc::SYS_io_uring_setup).unwrap();
+    let mut filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: BPF_JMP_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls with a valid filter program that outlives them.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Where io_uring is refused (a container's seccomp profile, `kernel.io_uring_disabled`),
+/// `auto` relays with epoll and `io_uring` fails to start with a clear error. The filter is
+/// installed in a child process (this test binary again), not in the test runner.
+#[test]
+fn io_uring_refused_falls_back_to_epoll() {
+    if std::env::var_os("PORTCULLIS_IO_URING_BLOCKED").is_some() {
+        block_io_uring();
+        let forced = Datapath::start(
+            &DatapathConfig {
+                kind: DatapathKind::Userspace,
+                userspace: UserspaceOptions {
+                    io: RelayIo::IoUring,
+                    ..UserspaceOptions::default()
+                },
+                ..DatapathConfig::default()
+            },
+            None,
+        );
+        match forced {
+            Err(e) => assert!(e.to_string().contains("io_uring"), "{e}"),
+            Ok(_) => panic!("io_uring relay started although io_uring_setup is blocked"),
+        }
+        IO.with(|c| c.set(RelayIo::Auto));
+        let dp = userspace(1);
+        assert_eq!(dp.relay_io(), RelayIo::Epoll);
+        let c = call(&dp, LearnPolicy::Off, LearnPolicy::Off, None);
+        c.a.send_to(&rtp(0, 1), c.ra).unwrap();
+        assert_eq!(recv_all(&c.b, 1, Duration::from_secs(2)).len(), 1);
+        println!("CHILD-OK");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "io_uring_refused_falls_back_to_epoll",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("PORTCULLIS_IO_URING_BLOCKED", "1")
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn with_io(io: RelayIo, test: fn()) {
     IO.with(|c| c.set(io));
     test();

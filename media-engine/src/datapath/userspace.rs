@@ -266,7 +266,10 @@ impl UserspaceRelay {
                                 None
                             }
                             Err(e) => {
-                                let _ = ready_tx.send(Err(e));
+                                let _ = ready_tx.send(Err(std::io::Error::new(
+                                    e.kind(),
+                                    format!("io_uring relay I/O unavailable: {e}"),
+                                )));
                                 return;
                             }
                         },
