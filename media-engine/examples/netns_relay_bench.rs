@@ -153,6 +153,10 @@ struct Args {
     xdp_mode: AttachMode,
 }
 
+/// Our relay's threads: the workers, and io_uring's kernel workers (`iou-wrk-*`, should the
+/// ring ever punt a request to them) which belong to this process and only the relay uses.
+const RELAY_THREADS: &[&str] = &["relay-", "iou-"];
+
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         streams: 1000,
@@ -277,7 +281,7 @@ fn raise_nofile() {
 }
 
 /// utime+stime (ns) of this process's threads whose name starts with `prefix`.
-fn threads_cpu_ns(prefix: &str) -> u64 {
+fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -286,7 +290,7 @@ fn threads_cpu_ns(prefix: &str) -> u64 {
     dir.flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim_end().starts_with(prefix))
+                .is_ok_and(|c| prefixes.iter().any(|p| c.trim_end().starts_with(p)))
         })
         .filter_map(|t| {
             let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
@@ -359,7 +363,7 @@ impl Running {
     /// CPU time (ns) of the relay's own threads/process.
     fn own_cpu_ns(&self) -> u64 {
         match self {
-            Running::Ours(_) => threads_cpu_ns("relay-"),
+            Running::Ours(_) => threads_cpu_ns(RELAY_THREADS),
             Running::Rtpengine(r) => ng::pid_cpu_ns(r.pid()),
         }
     }

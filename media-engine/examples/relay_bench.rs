@@ -3,7 +3,7 @@
 //! N bidirectional G.711-like streams (172-byte RTP, `--pps` packets/s each
 //! way), relayed for `--seconds`; prints packets/s relayed, loss, added
 //! latency p50/p99/max, and the relay's CPU (user+system time of the relay
-//! worker threads from /proc/self/task/*/stat, which includes the loopback
+//! worker threads and any io_uring kernel workers from /proc/self/task/*/stat, which includes the loopback
 //! delivery softirq run in their context) per packet. With `--rtpengine`
 //! (Debian `rtpengine` installed) the same load is sent through an rtpengine
 //! daemon started here and driven over its NG protocol (bencode over UDP),
@@ -56,6 +56,10 @@ struct Args {
     /// Alternate ours and rtpengine this many times (median ratio printed).
     rounds: usize,
 }
+
+/// Our relay's threads: the workers, and io_uring's kernel workers (`iou-wrk-*`, should the
+/// ring ever punt a request to them) which belong to this process and only the relay uses.
+const RELAY_THREADS: &[&str] = &["relay-", "iou-"];
 
 fn parse_args() -> Args {
     let mut a = Args {
@@ -137,13 +141,13 @@ fn stat_cpu_ns(stat: &str) -> Option<u64> {
 }
 
 /// CPU of this process's threads whose name starts with `prefix`.
-fn threads_cpu_ns(prefix: &str) -> u64 {
+fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
     let mut sum = 0;
     if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
         for e in rd.flatten() {
             let p = e.path();
             let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-            if comm.trim_end().starts_with(prefix) {
+            if prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
                 if let Some(ns) = std::fs::read_to_string(p.join("stat"))
                     .ok()
                     .and_then(|s| stat_cpu_ns(&s))
@@ -444,7 +448,7 @@ fn bench_ours(args: &Args) -> f64 {
             keys,
         });
     }
-    let mut o = run_load(args, &streams, &|| threads_cpu_ns("relay-"));
+    let mut o = run_load(args, &streams, &|| threads_cpu_ns(RELAY_THREADS));
     let st = dp.userspace_stats();
     let r = report("portcullis", &mut o);
     println!(
