@@ -325,9 +325,8 @@ fn queue_send(r: &mut Ring, t: Target, to: SocketAddr, bytes: Bytes, tally: &mut
         Bytes::Buffer { bid, off, len } => {
             s.bid = Some(bid);
             r.held += 1;
-            let start = usize::from(bid) * BUF_SIZE + off;
-            let end = (start + len).min(r.bufs.bufs.len());
-            (r.bufs.bufs[start..end].as_ptr(), end - start)
+            let bytes = r.bufs.buf(bid, off + len).get(off..).unwrap_or_default();
+            (bytes.as_ptr(), bytes.len())
         }
         Bytes::Owned(d) => {
             s.data = d;
@@ -651,8 +650,8 @@ fn on_recv(
 
 /// Token and descriptor of the relay socket bound to `local`.
 fn egress(st: &WorkerState, local: SocketAddr) -> Option<(u64, i32)> {
-    let token = *st.by_local.get(&local)?;
-    st.socks.get(&token).map(|s| (token, s.sock.as_raw_fd()))
+    st.sock_at(local)
+        .map(|(token, s)| (token, s.sock.as_raw_fd()))
 }
 
 /// The source address the kernel wrote into the recvmsg output.

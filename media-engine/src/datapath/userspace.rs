@@ -163,6 +163,14 @@ pub(crate) struct WorkerState {
     pub closing: FastMap<u64, Sock>,
 }
 
+impl WorkerState {
+    /// The relay socket bound to `local` and its token.
+    pub(crate) fn sock_at(&self, local: SocketAddr) -> Option<(u64, &Sock)> {
+        let token = *self.by_local.get(&local)?;
+        self.socks.get(&token).map(|s| (token, s))
+    }
+}
+
 pub(crate) struct Worker {
     state: Mutex<WorkerState>,
     /// Signalled by an io_uring worker when sockets in `closing` are closed.
@@ -481,7 +489,7 @@ impl UserspaceRelay {
     ) -> Result<(), DatapathError> {
         for w in &self.workers {
             let st = w.lock();
-            if let Some(s) = st.by_local.get(&local).and_then(|t| st.socks.get(t)) {
+            if let Some((_, s)) = st.sock_at(local) {
                 s.sock.send_to(data, to).map_err(DatapathError::Io)?;
                 return Ok(());
             }
@@ -798,7 +806,7 @@ fn epoll_loop(
                 // is split off a muxed leg) go out in one system call.
                 for run in out.chunk_by(|x, y| x.1 == y.1) {
                     let from = run[0].1;
-                    let esock = st.by_local.get(&from).and_then(|t| st.socks.get(t));
+                    let esock = st.sock_at(from).map(|(_, s)| s);
                     match esock {
                         // One datagram (the common case at tens of packets/s per stream):
                         // sendto is cheaper than building a sendmmsg vector for one.
@@ -848,7 +856,7 @@ fn epoll_loop(
 /// Sends (one sendto each) what `on_datagram`/`after_batch` produced.
 fn send_owned(st: &WorkerState, owned: &mut Vec<OwnedSend>, tally: &mut Tally) {
     for (from, to, data) in owned.drain(..) {
-        let sock = st.by_local.get(&from).and_then(|t| st.socks.get(t));
+        let sock = st.sock_at(from).map(|(_, s)| s);
         match sock.map(|s| s.sock.send_to(&data, to)) {
             Some(Ok(_)) => tally.sent += 1,
             _ => tally.failed += 1,
