@@ -280,28 +280,6 @@ fn raise_nofile() {
     }
 }
 
-/// utime+stime (ns) of this process's threads whose name starts with `prefix`.
-fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| prefixes.iter().any(|p| c.trim_end().starts_with(p)))
-        })
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(") ")?;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 1_000_000_000 / hz)
-        })
-        .sum()
-}
-
 /// PIDs of the ksoftirqd threads (softirq work deferred out of the context
 /// of the task that raised it runs there).
 fn ksoftirqd_pids() -> Vec<u32> {
@@ -363,7 +341,7 @@ impl Running {
     /// CPU time (ns) of the relay's own threads/process.
     fn own_cpu_ns(&self) -> u64 {
         match self {
-            Running::Ours(_) => threads_cpu_ns(RELAY_THREADS),
+            Running::Ours(_) => ng::threads_cpu_ns(RELAY_THREADS),
             Running::Rtpengine(r) => ng::pid_cpu_ns(r.pid()),
         }
     }

@@ -12,6 +12,8 @@
 //! outstanding, so its figure is throughput with concurrency, not one round trip's
 //! latency; its CPU per call (whole process) is printed too.
 
+// Shared with the relay benchmarks, which use more of it.
+#[allow(dead_code)]
 #[path = "common/ng.rs"]
 mod ng;
 

@@ -126,40 +126,6 @@ fn raise_nofile() {
     }
 }
 
-fn clk_tck() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
-}
-
-/// utime+stime (ns) from a /proc/.../stat line.
-fn stat_cpu_ns(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ut: u64 = f.get(11)?.parse().ok()?;
-    let st: u64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) * 1_000_000_000 / clk_tck())
-}
-
-/// CPU of this process's threads whose name starts with `prefix`.
-fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
-    let mut sum = 0;
-    if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
-        for e in rd.flatten() {
-            let p = e.path();
-            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-            if prefixes.iter().any(|p| comm.trim_end().starts_with(p)) {
-                if let Some(ns) = std::fs::read_to_string(p.join("stat"))
-                    .ok()
-                    .and_then(|s| stat_cpu_ns(&s))
-                {
-                    sum += ns;
-                }
-            }
-        }
-    }
-    sum
-}
-
 /// One stream: two peers and where each sends to.
 struct Stream {
     a: UdpSocket,
@@ -448,7 +414,7 @@ fn bench_ours(args: &Args) -> f64 {
             keys,
         });
     }
-    let mut o = run_load(args, &streams, &|| threads_cpu_ns(RELAY_THREADS));
+    let mut o = run_load(args, &streams, &|| ng::threads_cpu_ns(RELAY_THREADS));
     let st = dp.userspace_stats();
     let r = report("portcullis", &mut o);
     println!(

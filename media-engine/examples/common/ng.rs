@@ -120,15 +120,33 @@ impl Drop for Rtpengine {
 
 /// CPU time (user+system) of a process, in nanoseconds.
 pub fn pid_cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_ns(&s))
+        .unwrap_or(0)
+}
+
+/// utime+stime, in ns, of a `/proc/.../stat` line.
+pub fn stat_cpu_ns(stat: &str) -> Option<u64> {
     // Fields after the command name (which may contain spaces) start after ") ".
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-        return 0;
-    };
+    let (_, rest) = stat.rsplit_once(") ")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    ticks * 1_000_000_000 / hz
+    Some(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU (ns) of this process's threads whose name starts with one of `prefixes`.
+pub fn threads_cpu_ns(prefixes: &[&str]) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| prefixes.iter().any(|p| c.trim_end().starts_with(p)))
+        })
+        .filter_map(|t| stat_cpu_ns(&std::fs::read_to_string(t.path().join("stat")).ok()?))
+        .sum()
 }
