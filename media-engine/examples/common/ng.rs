@@ -37,17 +37,21 @@ pub fn request(
     cookie: u64,
     dict: &[(&str, &str)],
 ) -> Option<Vec<u8>> {
-    let mut msg = format!("{cookie} ").into_bytes();
-    msg.extend(bencode_dict(dict));
+    request_raw(sock, to, cookie, &bencode_dict(dict))
+}
+
+/// [`request`] with a body that is already bencoded (e.g. a dictionary holding a list).
+pub fn request_raw(sock: &UdpSocket, to: SocketAddr, cookie: u64, body: &[u8]) -> Option<Vec<u8>> {
     let want = format!("{cookie} ");
+    let mut msg = want.clone().into_bytes();
+    msg.extend_from_slice(body);
     let mut buf = vec![0u8; 65536];
     for _ in 0..3 {
         sock.send_to(&msg, to).ok()?;
         while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let reply = &buf[..n];
             // Late replies to earlier (retried) requests are skipped.
-            if reply.starts_with(want.as_bytes()) {
-                return Some(reply[want.len()..].to_vec());
+            if let Some(reply) = buf[..n].strip_prefix(want.as_bytes()) {
+                return Some(reply.to_vec());
             }
         }
     }

@@ -213,21 +213,8 @@ impl NetnsRtpengine {
     /// One NG request whose body is already bencoded; retried on timeout.
     fn request(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
         self.cookie += 1;
-        let want = format!("{} ", self.cookie);
-        let mut msg = want.clone().into_bytes();
-        msg.extend_from_slice(body);
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..3 {
-            self.ctl
-                .send_to(&msg, self.ng)
-                .map_err(|e| format!("NG send: {e}"))?;
-            while let Ok((n, _)) = self.ctl.recv_from(&mut buf) {
-                if let Some(reply) = buf[..n].strip_prefix(want.as_bytes()) {
-                    return Ok(reply.to_vec());
-                }
-            }
-        }
-        Err(format!("no NG reply: {}", self.log_tail()))
+        ng::request_raw(&self.ctl, self.ng, self.cookie, body)
+            .ok_or_else(|| format!("no NG reply: {}", self.log_tail()))
     }
 
     /// Offer from `from` (on logical interface `direction[0]`) toward the
