@@ -375,7 +375,8 @@ fn check_family(spec: &LegSpec) -> Result<(), TableError> {
     Ok(())
 }
 
-/// RTCP by the second byte (RFC 5761 section 4: packet types 192-223).
+/// RTCP by the rtcp-mux rule (RFC 5761 section 4): second byte (marker + payload type)
+/// 192-223. Used by the flow table (RTCP split off a muxed leg) and the secure legs (SRTCP).
 pub fn is_rtcp(payload: &[u8]) -> bool {
     matches!(payload.get(1), Some(192..=223))
 }

@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 
 pub use sdes::SdesCrypto;
 
+use crate::datapath::is_rtcp;
 use crate::dtls::{
     DtlsCertificate, DtlsConfig, DtlsEndpoint, DtlsError, DtlsEvent, FailureReason, Fingerprint,
     Role,
@@ -300,11 +301,6 @@ impl std::fmt::Debug for SecureLeg {
 /// An unspecified IP or port 0 (e.g. `c=IN IP4 0.0.0.0`, hold) is no address.
 fn usable(addr: Option<SocketAddr>) -> Option<SocketAddr> {
     addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0)
-}
-
-/// RTCP by the rtcp-mux rule (RFC 5761 4): second byte (marker + payload type) 192-223.
-fn is_rtcp(pkt: &[u8]) -> bool {
-    pkt.get(1).is_some_and(|b| (192..=223).contains(b))
 }
 
 /// A plaintext DTLS record carrying a ClientHello first (content type 22, epoch 0,
