@@ -746,6 +746,40 @@ pub enum Inbound {
 mod tests {
     use super::*;
 
+    /// Runs the DTLS handshake between `client` (the party) and `leg` from `now`, calling
+    /// `before` ahead of each datagram the client sends; returns the time it ended at.
+    fn handshake(
+        leg: &mut SecureLeg,
+        client: &mut DtlsEndpoint,
+        party: SocketAddr,
+        now: Instant,
+        mut before: impl FnMut(&mut SecureLeg, Instant),
+    ) -> Instant {
+        let mut t = now;
+        for _ in 0..200 {
+            let mut moved = false;
+            while let Some(d) = client.poll_transmit() {
+                moved = true;
+                before(leg, t);
+                leg.handle_inbound(t, party, &d);
+            }
+            while let Some((to, d)) = leg.poll_transmit() {
+                assert_eq!(to, party);
+                moved = true;
+                client.handle_datagram(&d, t);
+            }
+            if leg.is_ready() && client.state() == DtlsState::Connected {
+                break;
+            }
+            if !moved {
+                t += Duration::from_millis(500);
+                client.handle_timeout(t);
+                leg.handle_timeout(t);
+            }
+        }
+        t
+    }
+
     #[test]
     fn demux_helpers() {
         assert!(is_rtcp(&[0x80, 200]));
@@ -950,27 +984,7 @@ mod tests {
         while leg.poll_event().is_some() {}
         // The handshake still completes.
         client.handle_datagram(&[], now);
-        let mut t = now;
-        for _ in 0..200 {
-            let mut moved = false;
-            while let Some(d) = client.poll_transmit() {
-                moved = true;
-                leg.handle_inbound(t, party, &d);
-            }
-            while let Some((to, d)) = leg.poll_transmit() {
-                assert_eq!(to, party);
-                moved = true;
-                client.handle_datagram(&d, t);
-            }
-            if leg.is_ready() && client.state() == DtlsState::Connected {
-                break;
-            }
-            if !moved {
-                t += Duration::from_millis(500);
-                client.handle_timeout(t);
-                leg.handle_timeout(t);
-            }
-        }
+        handshake(&mut leg, &mut client, party, now, |_, _| {});
         assert!(leg.is_ready(), "{:?}", leg.stats());
         assert_eq!(client.state(), DtlsState::Connected);
     }
@@ -1016,30 +1030,11 @@ mod tests {
             t0,
         )
         .unwrap();
-        let mut t = t0;
         let mut n = 0u8;
-        for _ in 0..200 {
-            let mut moved = false;
-            while let Some(d) = client.poll_transmit() {
-                moved = true;
-                n = n.wrapping_add(1);
-                leg.handle_inbound(t, party, &forged(n));
-                leg.handle_inbound(t, party, &d);
-            }
-            while let Some((to, d)) = leg.poll_transmit() {
-                assert_eq!(to, party);
-                moved = true;
-                client.handle_datagram(&d, t);
-            }
-            if leg.is_ready() && client.state() == DtlsState::Connected {
-                break;
-            }
-            if !moved {
-                t += Duration::from_millis(500);
-                client.handle_timeout(t);
-                leg.handle_timeout(t);
-            }
-        }
+        let t = handshake(&mut leg, &mut client, party, t0, |leg, t| {
+            n = n.wrapping_add(1);
+            leg.handle_inbound(t, party, &forged(n));
+        });
         let evs: Vec<SecureEvent> = std::iter::from_fn(|| leg.poll_event()).collect();
         assert_eq!(evs, vec![SecureEvent::DtlsConnected]);
         assert_eq!(client.state(), DtlsState::Connected);
