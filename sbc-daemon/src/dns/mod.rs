@@ -218,16 +218,12 @@ pub async fn resolve<L: Lookup + Sync>(lookup: &L, q: &TrunkQuery) -> Result<Res
             if let Some(first_order) = usable.first().map(|(r, _)| r.order) {
                 usable.retain(|(r, _)| r.order == first_order);
             }
-            let mut entries = Vec::new();
-            for (i, (r, t)) in usable.iter().enumerate() {
-                if let Ok((mut e, srv_ttl)) = srv_entries(lookup, &r.replacement, *t).await {
-                    ttl = ttl.min(r.ttl).min(srv_ttl);
-                    for x in &mut e {
-                        x.rank |= (i as u32 + 1) << 16;
-                    }
-                    entries.extend(e);
-                }
-            }
+            let targets = usable
+                .iter()
+                .enumerate()
+                .map(|(i, (r, t))| (i, r.replacement.clone(), *t, r.ttl))
+                .collect();
+            let entries = srv_in_order(lookup, targets, &mut ttl).await;
             if !entries.is_empty() {
                 return Ok(Resolution {
                     entries,
@@ -237,23 +233,13 @@ pub async fn resolve<L: Lookup + Sync>(lookup: &L, q: &TrunkQuery) -> Result<Res
             }
         }
         // No (usable) NAPTR: SRV for every transport we support, in our preference order.
-        let mut entries = Vec::new();
-        for (i, t) in [Transport::Udp, Transport::Tcp, Transport::Tls]
+        let targets = [Transport::Udp, Transport::Tcp, Transport::Tls]
             .into_iter()
             .filter(|t| q.supported.contains(t))
             .enumerate()
-        {
-            let Some(name) = srv_name(t, &q.host) else {
-                continue;
-            };
-            if let Ok((mut e, srv_ttl)) = srv_entries(lookup, &name, t).await {
-                ttl = ttl.min(srv_ttl);
-                for x in &mut e {
-                    x.rank |= (i as u32 + 1) << 16;
-                }
-                entries.extend(e);
-            }
-        }
+            .filter_map(|(i, t)| srv_name(t, &q.host).map(|name| (i, name, t, u32::MAX)))
+            .collect();
+        let entries = srv_in_order(lookup, targets, &mut ttl).await;
         if !entries.is_empty() {
             return Ok(Resolution {
                 entries,
@@ -296,6 +282,26 @@ pub async fn resolve<L: Lookup + Sync>(lookup: &L, q: &TrunkQuery) -> Result<Res
 
 /// The SRV records of `name` with their targets' addresses. A target of `.` means the
 /// service is not offered (RFC 2782); a target that does not resolve is left out.
+/// The SRV entries of `targets` (place, name, transport, TTL cap), ranked by place first
+/// (the high bits of `rank`); `ttl` becomes the smallest TTL seen.
+async fn srv_in_order<L: Lookup + Sync>(
+    lookup: &L,
+    targets: Vec<(usize, String, Transport, u32)>,
+    ttl: &mut u32,
+) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for (i, name, t, cap) in targets {
+        if let Ok((mut e, srv_ttl)) = srv_entries(lookup, &name, t).await {
+            *ttl = (*ttl).min(cap).min(srv_ttl);
+            for x in &mut e {
+                x.rank |= (i as u32 + 1) << 16;
+            }
+            entries.extend(e);
+        }
+    }
+    entries
+}
+
 async fn srv_entries<L: Lookup + Sync>(
     lookup: &L,
     name: &str,
