@@ -186,14 +186,7 @@ fn parse_args() -> Result<Args, String> {
             "--workers" => a.workers = v.parse().map_err(|_| bad("--workers"))?,
             "--peak-seconds" => a.peak_seconds = v.parse().map_err(|_| bad("--peak-seconds"))?,
             "--nice" => a.nice = v.parse().map_err(|_| bad("--nice"))?,
-            "--io" => {
-                a.io = match v.as_str() {
-                    "auto" => RelayIo::Auto,
-                    "io_uring" => RelayIo::IoUring,
-                    "epoll" => RelayIo::Epoll,
-                    _ => return Err(bad("--io")),
-                }
-            }
+            "--io" => a.io = v.parse().map_err(|_| bad("--io"))?,
             "--xdp-mode" => {
                 a.xdp_mode = match v.as_str() {
                     "native" => AttachMode::Native,

@@ -85,14 +85,7 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = v.parse().expect("--seconds N"),
             "--workers" => a.workers = v.parse().expect("--workers N"),
             "--base-port" => a.base_port = v.parse().expect("--base-port N"),
-            "--io" => {
-                a.io = match v.as_str() {
-                    "auto" => RelayIo::Auto,
-                    "io_uring" => RelayIo::IoUring,
-                    "epoll" => RelayIo::Epoll,
-                    _ => panic!("--io auto|io_uring|epoll"),
-                }
-            }
+            "--io" => a.io = v.parse().expect("--io auto|io_uring|epoll"),
             "--rounds" => a.rounds = v.parse::<usize>().expect("--rounds N").max(1),
             "--coalesce-us" => a.coalesce_us = Some(v.parse().expect("--coalesce-us N")),
             "--rtpengine-threads" => {

@@ -93,6 +93,18 @@ impl RelayIo {
     }
 }
 
+impl std::str::FromStr for RelayIo {
+    type Err = String;
+
+    /// The names of [`RelayIo::as_str`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        [RelayIo::Auto, RelayIo::IoUring, RelayIo::Epoll]
+            .into_iter()
+            .find(|io| io.as_str() == s)
+            .ok_or_else(|| format!("expected auto, io_uring or epoll, got '{s}'"))
+    }
+}
+
 impl Default for UserspaceOptions {
     fn default() -> Self {
         Self {
