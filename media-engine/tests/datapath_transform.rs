@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use media_engine::datapath::{
     Datapath, DatapathConfig, DatapathKind, FlowPairSpec, LearnPolicy, LegSpec, LegTransform,
-    TransformInbound,
+    RelayIo, TransformInbound,
 };
 
 const KEY: u8 = 0x5a;
@@ -211,6 +211,30 @@ fn secure_leg_is_decrypted_authenticated_and_protected_both_ways() {
         c.b_to_a.packets, 6,
         "packets relayed b->a (the one before auth dropped)"
     );
+
+    // The secure party moves (authenticated from a new address, e.g. NAT rebinding): media
+    // follows it, and with io_uring the relay sends to it from a socket connected there.
+    let moved = sock();
+    moved.send_to(&protect(&rtp(40)), ra).unwrap();
+    plain_party
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert_eq!(
+        recv(&plain_party).expect("relayed after the move").1,
+        rtp(40)
+    );
+    let before = dp.userspace_stats().connected_sends;
+    for seq in 41..46 {
+        plain_party.send_to(&rtp(seq), rb).unwrap();
+        let (from, got) = recv(&moved).expect("media follows the authenticated move");
+        assert_eq!((from, got), (ra, protect(&rtp(seq))));
+    }
+    let connected = dp.userspace_stats().connected_sends - before;
+    match dp.relay_io() {
+        RelayIo::IoUring => assert_eq!(connected, 5, "sent from the connected socket"),
+        _ => assert_eq!(connected, 0),
+    }
+    assert!(recv(&secure_party).is_none(), "the old address got media");
     assert!(!c.a_to_b_in_xdp && !c.b_to_a_in_xdp);
     assert!(dp.remove_pair(id).is_some());
 }

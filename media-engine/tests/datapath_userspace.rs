@@ -745,6 +745,91 @@ fn io_uring_refused_falls_back_to_epoll() {
     );
 }
 
+/// io_uring: a latched leg's party is sent to from a socket connected to it (no address,
+/// no route lookup per packet); strangers still reach the relay socket and are counted;
+/// a re-INVITE moves the connection; a leg still learning is not connected. Epoll: never.
+fn latched_legs_send_from_connected_sockets() {
+    let uring = IO.with(|c| c.get()) == RelayIo::IoUring;
+    let dp = userspace(1);
+    let w = LearnPolicy::Window {
+        packets: 1000,
+        duration: Duration::from_secs(30),
+    };
+    // a: behind NAT (SDP says another address), learning for the whole test; b: strict.
+    let c = call(
+        &dp,
+        w,
+        LearnPolicy::Off,
+        Some("127.0.0.1:9".parse().unwrap()),
+    );
+    let exchange = |b: &UdpSocket, n: u16| {
+        for seq in 0..n {
+            c.a.send_to(&rtp(seq, 1), c.ra).unwrap();
+            b.send_to(&rtp(seq, 2), c.rb).unwrap();
+        }
+        let at_b = recv_all(b, n.into(), Duration::from_secs(2));
+        let at_a = recv_all(&c.a, n.into(), Duration::from_secs(2));
+        assert_eq!((at_b.len(), at_a.len()), (n.into(), n.into()));
+        assert!(at_a.iter().all(|(from, _)| *from == c.ra));
+        assert!(at_b.iter().all(|(from, _)| *from == c.rb));
+    };
+    let connected = || dp.userspace_stats().connected_sends;
+    let settle = || {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = connected();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = connected();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    };
+    // After one exchange the worker has seen the latching and made the connected socket.
+    exchange(&c.b, 1);
+    let before = settle();
+    exchange(&c.b, 40);
+    // Toward b (latched): connected. Toward a (learning): not.
+    assert_eq!(settle() - before, if uring { 40 } else { 0 });
+    assert!(matches!(
+        dp.pair(c.id).unwrap().info.a.state,
+        LatchState::Learning { .. }
+    ));
+    // A stranger reaches the unconnected relay socket and is rejected and counted.
+    let stranger = peer();
+    for seq in 0..30 {
+        stranger.send_to(&rtp(seq, 0xbad), c.rb).unwrap();
+    }
+    silence(&c.a, "stranger relayed");
+    assert_eq!(dp.pair(c.id).unwrap().info.b.counters.rejected_source, 30);
+    // Re-INVITE: b moves; media toward it leaves connected to the new address.
+    let b2 = peer();
+    let spec = dp.pair(c.id).unwrap().info;
+    dp.update_pair(
+        c.id,
+        FlowPairSpec {
+            a: spec.a.spec,
+            b: LegSpec {
+                peer: Some(b2.local_addr().unwrap()),
+                ..spec.b.spec
+            },
+            rtcp: None,
+        },
+    )
+    .unwrap();
+    exchange(&b2, 1);
+    let before = settle();
+    exchange(&b2, 25);
+    assert_eq!(settle() - before, if uring { 25 } else { 0 });
+    // The old address is refused (its connection went with it).
+    c.b.send_to(&rtp(7, 2), c.rb).unwrap();
+    silence(&c.a, "old address after re-INVITE");
+    let last = dp.remove_pair(c.id).unwrap();
+    assert_eq!(last.info.b.counters.rejected_source, 31);
+    UdpSocket::bind(c.rb).expect("relay port and its connected twin released");
+}
+
 fn with_io(io: RelayIo, test: fn()) {
     IO.with(|c| c.set(io));
     test();
@@ -777,4 +862,5 @@ in_both_io_modes!(
     offer_answer_plan_programs_the_relay,
     rtcp_between_muxed_and_non_muxed_parties,
     stopping_releases_the_ports,
+    latched_legs_send_from_connected_sockets,
 );

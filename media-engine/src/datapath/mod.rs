@@ -193,7 +193,10 @@ impl Datapath {
                 Arc::new(move |t: &FlowTable, e: &[table::TableEvent]| s.on_events(t, e));
             h
         });
-        let user = UserspaceRelay::start_with_hook(cfg.userspace.clone(), control, hook)?;
+        let mut opts = cfg.userspace.clone();
+        // Under XDP, latched flows leave userspace; what still arrives is for it to see.
+        opts.connect_latched &= shared.is_none();
+        let user = UserspaceRelay::start_with_hook(opts, control, hook)?;
         let dp = Self { user, xdp: shared };
         info!(
             kind = dp.active().as_str(),

@@ -339,6 +339,62 @@ pub fn send_batch(
     sent.min(n)
 }
 
+/// Sets SO_REUSEADDR on a bound UDP socket, so that [`connected_udp`] may bind a second
+/// socket to its address. A socket without the option still cannot bind there (both must
+/// have it), so port allocation by bind keeps detecting ports in use.
+pub fn set_reuseaddr(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd and int option.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// A non-blocking UDP socket bound to `local` beside the socket already there (which has
+/// [`set_reuseaddr`]) and connected to `peer`. The kernel delivers `peer`'s datagrams to
+/// it (an exact four-tuple match wins over the unconnected socket, and early demux finds it
+/// without a route lookup); everything from other sources still reaches the unconnected
+/// one. Sends on it without an address use the socket's cached route.
+pub fn connected_udp(
+    local: SocketAddr,
+    peer: SocketAddr,
+    buffers: i32,
+) -> io::Result<std::net::UdpSocket> {
+    let family = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2) call.
+    let fd = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let sock = std::net::UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    set_reuseaddr(fd)?;
+    set_buffers(fd, buffers);
+    // SAFETY: all-zero is a valid sockaddr_storage; to_sockaddr fills it.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = to_sockaddr(local, &mut ss);
+    // SAFETY: ss holds a sockaddr of length len.
+    cvt(unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+    let len = to_sockaddr(peer, &mut ss);
+    // SAFETY: as above.
+    cvt(unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) })?;
+    Ok(sock)
+}
+
 /// SO_RCVBUF / SO_SNDBUF (best effort).
 pub fn set_buffers(fd: RawFd, bytes: i32) {
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {

@@ -546,6 +546,20 @@ impl FlowTable {
         self.legs.get(&local).map(|l| (l.pair, l.other))
     }
 
+    /// The address everything sent from the relay socket `local` goes to, while that is
+    /// settled: a final (latched, strict) plain leg's source, or where a secure leg's
+    /// transform sends (it may move to another authenticated source or nominated ICE
+    /// candidate; [`Self::set_transform_destination`] says when). `None` while a leg is
+    /// unlatched or learning.
+    pub fn fixed_peer(&self, local: SocketAddr) -> Option<SocketAddr> {
+        let leg = self.legs.get(&local)?;
+        match leg.state {
+            _ if leg.transformed => leg.transform_destination,
+            LatchState::Latched { source } => Some(source),
+            _ => None,
+        }
+    }
+
     /// For a muxed leg facing a non-muxed side: the other side's RTCP socket (whose
     /// direction toward this leg's party depends on this leg's latching).
     pub fn rtcp_via(&self, local: SocketAddr) -> Option<SocketAddr> {
@@ -640,11 +654,18 @@ impl FlowTable {
     }
 
     /// The transform of the leg on `local` says where its party receives now.
-    pub fn set_transform_destination(&mut self, local: SocketAddr, dest: Option<SocketAddr>) {
-        if let Some(l) = self.legs.get_mut(&local) {
-            if l.transformed {
+    /// Returns whether it changed.
+    pub fn set_transform_destination(
+        &mut self,
+        local: SocketAddr,
+        dest: Option<SocketAddr>,
+    ) -> bool {
+        match self.legs.get_mut(&local) {
+            Some(l) if l.transformed && l.transform_destination != dest => {
                 l.transform_destination = dest;
+                true
             }
+            _ => false,
         }
     }
 

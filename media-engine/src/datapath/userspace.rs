@@ -63,6 +63,13 @@ pub struct UserspaceOptions {
     /// (up to `batch`) before handling them, so that one system call serves many (adds at
     /// most this much latency). Zero: handle what is there at once. Needs Linux 6.12.
     pub coalesce: Duration,
+    /// io_uring only: once a leg's party is settled (a plain leg latched, a secure leg's
+    /// transform sending to one address), its packets arrive on, and the relay sends to it
+    /// from, a second socket on the relay address connected to the party: the kernel skips
+    /// the route lookups of every send and receive. Packets from anyone else still reach
+    /// the unconnected socket (and are counted, rejected, or authenticated there as
+    /// before). Off under XDP, where latched flows leave userspace.
+    pub connect_latched: bool,
 }
 
 /// Default [`UserspaceOptions::coalesce`]: far below what RTP jitter buffers absorb (a
@@ -113,6 +120,7 @@ impl Default for UserspaceOptions {
             socket_buffer: 256 * 1024,
             io: RelayIo::Auto,
             coalesce: DEFAULT_COALESCE,
+            connect_latched: true,
         }
     }
 }
@@ -132,6 +140,8 @@ pub struct UserspaceStats {
     pub control: u64,
     /// recvmmsg/sendmmsg system calls.
     pub syscalls: u64,
+    /// Datagrams sent from a latched leg's connected socket ([`UserspaceOptions::connect_latched`]).
+    pub connected_sends: u64,
 }
 
 #[derive(Default)]
@@ -142,11 +152,24 @@ pub(crate) struct Counters {
     no_flow: AtomicU64,
     control: AtomicU64,
     syscalls: AtomicU64,
+    connected_sends: AtomicU64,
 }
 
 pub(crate) struct Sock {
     pub sock: UdpSocket,
     pub local: SocketAddr,
+    /// io_uring worker, a relay socket whose leg is latched: a second socket on the same
+    /// address connected to the party (see [`sys::connected_udp`]), which the party's
+    /// packets reach and the relay sends to it from.
+    pub connected: Option<Connected>,
+}
+
+/// A relay socket's connected twin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Connected {
+    pub token: u64,
+    pub fd: i32,
+    pub peer: SocketAddr,
 }
 
 /// Hash maps of the per-packet path: foldhash (fast, seeded per map) instead of SipHash.
@@ -173,6 +196,11 @@ pub(crate) struct WorkerState {
     pub ring_ops: Vec<RingOp>,
     /// io_uring worker: sockets of removed pairs until their receive is cancelled.
     pub closing: FastMap<u64, Sock>,
+    /// Latched legs get a connected twin socket ([`UserspaceOptions::connect_latched`] on
+    /// an io_uring worker).
+    pub connect_latched: bool,
+    /// Relay sockets whose twin may have to change (latching events, updates).
+    pub connect_dirty: Vec<SocketAddr>,
 }
 
 impl WorkerState {
@@ -295,6 +323,7 @@ impl UserspaceRelay {
                         },
                     };
                     w2.uring.store(ring.is_some(), Ordering::SeqCst);
+                    w2.lock().connect_latched = ring.is_some() && o.connect_latched;
                     let _ = ready_tx.send(Ok(ring.is_some()));
                     match ring {
                         Some(r) => uring::run(r, &w2, &stop2, &c2, cb.as_ref(), hk.as_ref()),
@@ -400,7 +429,14 @@ impl UserspaceRelay {
                 remove_locked(w, &mut st, id);
                 return Err(DatapathError::Io(e));
             }
-            st.socks.insert(token, Sock { sock, local });
+            st.socks.insert(
+                token,
+                Sock {
+                    sock,
+                    local,
+                    connected: None,
+                },
+            );
             st.by_local.insert(local, token);
         }
         drop(st);
@@ -425,6 +461,10 @@ impl UserspaceRelay {
         let w = self.worker_of(id);
         let mut st = w.lock();
         st.table.update(id, spec)?;
+        if st.connect_latched {
+            // A leg whose address changed may have unlatched (no event says so).
+            st.connect_dirty.extend(spec.locals());
+        }
         then(&st.table);
         drop(st);
         w.wake.notify();
@@ -519,6 +559,7 @@ impl UserspaceRelay {
             no_flow: c.no_flow.load(Ordering::Relaxed),
             control: c.control.load(Ordering::Relaxed),
             syscalls: c.syscalls.load(Ordering::Relaxed),
+            connected_sends: c.connected_sends.load(Ordering::Relaxed),
         }
     }
 }
@@ -544,6 +585,12 @@ fn remove_locked(w: &Worker, st: &mut WorkerState, id: PairId) -> Option<PairInf
                 continue;
             };
             if uring {
+                if let Some(c) = s.connected {
+                    if let Some(twin) = st.socks.remove(&c.token) {
+                        st.ring_ops.push(RingOp::Cancel(c.token));
+                        st.closing.insert(c.token, twin);
+                    }
+                }
                 st.ring_ops.push(RingOp::Cancel(token));
                 st.closing.insert(token, s);
             } else if let Err(e) = w.epoll.del(s.sock.as_raw_fd()) {
@@ -579,6 +626,7 @@ pub(crate) struct Tally {
     pub failed: u64,
     pub no_flow: u64,
     pub syscalls: u64,
+    pub connected_sends: u64,
 }
 
 impl Tally {
@@ -588,6 +636,8 @@ impl Tally {
         c.send_failed.fetch_add(self.failed, Ordering::Relaxed);
         c.no_flow.fetch_add(self.no_flow, Ordering::Relaxed);
         c.syscalls.fetch_add(self.syscalls, Ordering::Relaxed);
+        c.connected_sends
+            .fetch_add(self.connected_sends, Ordering::Relaxed);
         *self = Tally::default();
     }
 }
@@ -616,13 +666,19 @@ pub(crate) fn on_datagram(
     tally: &mut Tally,
 ) -> Option<(SocketAddr, SocketAddr)> {
     let WorkerState {
-        table, transforms, ..
+        table,
+        transforms,
+        connect_latched,
+        connect_dirty,
+        ..
     } = st;
     // A secure leg: its transform sees the datagram first; the table only sees
     // authenticated, decrypted media.
     if let Some(t) = transforms.get_mut(&local) {
         let verdict = t.inbound(now_i, src, payload);
-        table.set_transform_destination(local, t.destination());
+        if table.set_transform_destination(local, t.destination()) && *connect_latched {
+            connect_dirty.push(local);
+        }
         // Its answers (STUN, DTLS flights) go out at once.
         while let Some((to, data)) = t.poll_transmit() {
             owned.push((local, to, data));
@@ -697,12 +753,18 @@ pub(crate) fn after_batch(
     if ticked && !st.transforms.is_empty() {
         let now_i = Instant::now();
         let WorkerState {
-            table, transforms, ..
+            table,
+            transforms,
+            connect_latched,
+            connect_dirty,
+            ..
         } = st;
         for (local, t) in transforms.iter_mut() {
             if t.poll_timeout().is_some_and(|d| d <= now_i) {
                 t.handle_timeout(now_i);
-                table.set_transform_destination(*local, t.destination());
+                if table.set_transform_destination(*local, t.destination()) && *connect_latched {
+                    connect_dirty.push(*local);
+                }
             }
             while let Some((to, data)) = t.poll_transmit() {
                 owned.push((*local, to, data));
@@ -714,6 +776,11 @@ pub(crate) fn after_batch(
         *last_tick = now;
     }
     let evs = st.table.take_events();
+    if st.connect_latched {
+        st.connect_dirty.extend(evs.iter().map(|e| match e {
+            TableEvent::Latched { local, .. } => *local,
+        }));
+    }
     if let Some(h) = hook {
         if ticked || !evs.is_empty() {
             h(&st.table, &evs);
