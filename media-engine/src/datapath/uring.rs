@@ -432,11 +432,13 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
                     let t = r.next_twin;
                     r.next_twin = TWIN_TOKEN | (r.next_twin.wrapping_add(1) & (TWIN_TOKEN - 1));
                     let fd = sock.as_raw_fd();
+                    let secure = st.transforms.contains_key(&local);
                     st.socks.insert(
                         t,
                         Sock {
                             sock,
                             local,
+                            secure,
                             connected: None,
                         },
                     );
@@ -699,7 +701,7 @@ fn on_recv(
     tally: &mut Tally,
 ) -> bool {
     tally.received += 1;
-    let Some(local) = st.socks.get(&token).map(|s| s.local) else {
+    let Some(leg) = st.socks.get(&token).map(|s| (s.local, s.secure)) else {
         // Removed pair: not forwarded.
         tally.no_flow += 1;
         return false;
@@ -720,7 +722,7 @@ fn on_recv(
         payload.len(),
     );
     let fwd = on_datagram(
-        st, local, src, payload, now, now_i, want_ctl, ctl, owned, tally,
+        st, leg, src, payload, now, now_i, want_ctl, ctl, owned, tally,
     );
     let Some((from, to)) = fwd else {
         return false;

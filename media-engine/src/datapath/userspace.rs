@@ -158,6 +158,8 @@ pub(crate) struct Counters {
 pub(crate) struct Sock {
     pub sock: UdpSocket,
     pub local: SocketAddr,
+    /// The leg has a transform (looked up per datagram only then).
+    pub secure: bool,
     /// io_uring worker, a relay socket whose leg is latched: a second socket on the same
     /// address connected to the party (see [`sys::connected_udp`]), which the party's
     /// packets reach and the relay sends to it from.
@@ -174,7 +176,34 @@ pub(crate) struct Connected {
 
 /// Hash maps of the per-packet path: foldhash (fast, seeded per map) instead of SipHash.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type TransformMap = FastMap<SocketAddr, Box<dyn LegTransform>>;
+pub(crate) type TransformMap = FastMap<SocketAddr, Secure>;
+
+/// A secure leg's transform, and where it sent to when the flow table last heard.
+pub(crate) struct Secure {
+    t: Box<dyn LegTransform>,
+    dest: Option<SocketAddr>,
+}
+
+impl Secure {
+    /// Tells the table where the transform sends now, when that changed (rarely: the table
+    /// is not touched per packet); marks the socket for a new connected twin then.
+    fn sync_destination(
+        &mut self,
+        local: SocketAddr,
+        table: &mut FlowTable,
+        connect: Option<&mut Vec<SocketAddr>>,
+    ) {
+        let d = self.t.destination();
+        if d != self.dest {
+            self.dest = d;
+            if table.set_transform_destination(local, d) {
+                if let Some(dirty) = connect {
+                    dirty.push(local);
+                }
+            }
+        }
+    }
+}
 
 /// What a control call asks of an io_uring worker (which alone touches its ring).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,7 +444,7 @@ impl UserspaceRelay {
         for (local, t) in [(spec.a.local, ta), (spec.b.local, tb)] {
             if let Some(t) = t {
                 st.table.set_transformed(local);
-                st.transforms.insert(local, t);
+                st.transforms.insert(local, Secure { t, dest: None });
             }
         }
         let uring = w.uring.load(Ordering::SeqCst);
@@ -429,11 +458,13 @@ impl UserspaceRelay {
                 remove_locked(w, &mut st, id);
                 return Err(DatapathError::Io(e));
             }
+            let secure = st.transforms.contains_key(&local);
             st.socks.insert(
                 token,
                 Sock {
                     sock,
                     local,
+                    secure,
                     connected: None,
                 },
             );
@@ -655,7 +686,7 @@ pub(crate) type OwnedSend = (SocketAddr, SocketAddr, Vec<u8>);
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn on_datagram(
     st: &mut WorkerState,
-    local: SocketAddr,
+    (local, secure): (SocketAddr, bool),
     src: SocketAddr,
     payload: &[u8],
     now: u64,
@@ -674,13 +705,11 @@ pub(crate) fn on_datagram(
     } = st;
     // A secure leg: its transform sees the datagram first; the table only sees
     // authenticated, decrypted media.
-    if let Some(t) = transforms.get_mut(&local) {
-        let verdict = t.inbound(now_i, src, payload);
-        if table.set_transform_destination(local, t.destination()) && *connect_latched {
-            connect_dirty.push(local);
-        }
+    if let Some(sec) = secure.then(|| transforms.get_mut(&local)).flatten() {
+        let verdict = sec.t.inbound(now_i, src, payload);
+        sec.sync_destination(local, table, connect_latched.then_some(connect_dirty));
         // Its answers (STUN, DTLS flights) go out at once.
-        while let Some((to, data)) = t.poll_transmit() {
+        while let Some((to, data)) = sec.t.poll_transmit() {
             owned.push((local, to, data));
         }
         if let TransformInbound::Media { plain, source } = verdict {
@@ -695,11 +724,15 @@ pub(crate) fn on_datagram(
         return None;
     }
     match table.handle(local, src, payload, now) {
-        Verdict::Forward { from, to } if transforms.contains_key(&from) => {
-            protect_into(transforms, from, to, Cow::Borrowed(payload), owned);
-            None
-        }
-        Verdict::Forward { from, to } => Some((from, to)),
+        Verdict::Forward { from, to } if transforms.is_empty() => Some((from, to)),
+        Verdict::Forward { from, to } => match transforms.get_mut(&from) {
+            // Toward a secure leg.
+            Some(sec) => {
+                protect_with(sec, from, payload, owned);
+                None
+            }
+            None => Some((from, to)),
+        },
         Verdict::Control(kind) => {
             if want_ctl {
                 ctl.push(ControlPacket {
@@ -729,12 +762,16 @@ fn protect_into(
     owned: &mut Vec<OwnedSend>,
 ) {
     match transforms.get_mut(&from) {
-        Some(t) => {
-            if let (Some(d), Some(dest)) = (t.outbound(&plain), t.destination()) {
-                owned.push((from, dest, d));
-            }
-        }
+        Some(sec) => protect_with(sec, from, &plain, owned),
         None => owned.push((from, to, plain.into_owned())),
+    }
+}
+
+/// Media protected by a secure leg's transform, sent from its socket `from` to where the
+/// transform says.
+fn protect_with(sec: &mut Secure, from: SocketAddr, plain: &[u8], owned: &mut Vec<OwnedSend>) {
+    if let (Some(d), Some(dest)) = (sec.t.outbound(plain), sec.t.destination()) {
+        owned.push((from, dest, d));
     }
 }
 
@@ -759,14 +796,16 @@ pub(crate) fn after_batch(
             connect_dirty,
             ..
         } = st;
-        for (local, t) in transforms.iter_mut() {
-            if t.poll_timeout().is_some_and(|d| d <= now_i) {
-                t.handle_timeout(now_i);
-                if table.set_transform_destination(*local, t.destination()) && *connect_latched {
-                    connect_dirty.push(*local);
-                }
+        for (local, sec) in transforms.iter_mut() {
+            if sec.t.poll_timeout().is_some_and(|d| d <= now_i) {
+                sec.t.handle_timeout(now_i);
+                sec.sync_destination(
+                    *local,
+                    table,
+                    connect_latched.then_some(&mut *connect_dirty),
+                );
             }
-            while let Some((to, data)) = t.poll_transmit() {
+            while let Some((to, data)) = sec.t.poll_transmit() {
                 owned.push((*local, to, data));
             }
         }
@@ -840,7 +879,10 @@ fn epoll_loop(
                 w.wake.drain();
                 continue;
             }
-            let Some((fd, local)) = st.socks.get(&token).map(|s| (s.sock.as_raw_fd(), s.local))
+            let Some((fd, leg)) = st
+                .socks
+                .get(&token)
+                .map(|s| (s.sock.as_raw_fd(), (s.local, s.secure)))
             else {
                 continue;
             };
@@ -848,7 +890,7 @@ fn epoll_loop(
                 let got = match batch.recv(fd) {
                     Ok(g) => g,
                     Err(e) => {
-                        debug!(%local, error = %e, "recvmmsg");
+                        debug!(local = %leg.0, error = %e, "recvmmsg");
                         0
                     }
                 };
@@ -868,7 +910,7 @@ fn epoll_loop(
                     };
                     if let Some((from, to)) = on_datagram(
                         &mut st,
-                        local,
+                        leg,
                         src,
                         payload,
                         now,
