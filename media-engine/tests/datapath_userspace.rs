@@ -125,6 +125,21 @@ fn call(
     Call { a, b, ra, rb, id }
 }
 
+/// A call whose party a is behind NAT (its SDP says an address nobody uses) and learns
+/// for `duration` (or 1,000 packets); b is strict.
+fn nat_call(dp: &Datapath, duration: Duration) -> Call {
+    let w = LearnPolicy::Window {
+        packets: 1000,
+        duration,
+    };
+    call(
+        dp,
+        w,
+        LearnPolicy::Off,
+        Some("127.0.0.1:9".parse().unwrap()),
+    )
+}
+
 fn relays_both_directions_with_exact_counters() {
     for workers in [1, 2] {
         let dp = userspace(workers);
@@ -276,16 +291,7 @@ fn learn_off_refuses_nat_address() {
 
 fn learn_window_closes_by_time() {
     let dp = userspace(1);
-    let w = LearnPolicy::Window {
-        packets: 1000,
-        duration: Duration::from_millis(150),
-    };
-    let c = call(
-        &dp,
-        w,
-        LearnPolicy::Off,
-        Some("127.0.0.1:9".parse().unwrap()),
-    );
+    let c = nat_call(&dp, Duration::from_millis(150));
     c.a.send_to(&rtp(0, 1), c.ra).unwrap();
     assert_eq!(recv_all(&c.b, 1, Duration::from_secs(2)).len(), 1);
     assert!(matches!(
@@ -751,17 +757,8 @@ fn io_uring_refused_falls_back_to_epoll() {
 fn latched_legs_send_from_connected_sockets() {
     let uring = IO.with(|c| c.get()) == RelayIo::IoUring;
     let dp = userspace(1);
-    let w = LearnPolicy::Window {
-        packets: 1000,
-        duration: Duration::from_secs(30),
-    };
-    // a: behind NAT (SDP says another address), learning for the whole test; b: strict.
-    let c = call(
-        &dp,
-        w,
-        LearnPolicy::Off,
-        Some("127.0.0.1:9".parse().unwrap()),
-    );
+    // a: learning for the whole test; b: strict.
+    let c = nat_call(&dp, Duration::from_secs(30));
     let exchange = |b: &UdpSocket, n: u16| {
         for seq in 0..n {
             c.a.send_to(&rtp(seq, 1), c.ra).unwrap();
