@@ -800,6 +800,12 @@ fn latched_legs_send_from_connected_sockets() {
     }
     silence(&c.a, "stranger relayed");
     assert_eq!(dp.pair(c.id).unwrap().info.b.counters.rejected_source, 30);
+    // A datagram larger than a receive buffer, from the party itself: not relayed cut short.
+    let mut big = rtp(99, 2);
+    big.resize(3000, 0xd5);
+    c.b.send_to(&big, c.rb).unwrap();
+    silence(&c.a, "oversized datagram relayed");
+    assert_eq!(dp.pair(c.id).unwrap().info.b.counters.garbage, 1);
     // Re-INVITE: b moves; media toward it leaves connected to the new address.
     let b2 = peer();
     let spec = dp.pair(c.id).unwrap().info;

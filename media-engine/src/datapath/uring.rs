@@ -376,14 +376,18 @@ fn queue_send(
     true
 }
 
+/// A multishot receive on the socket of `token`: `recvmsg` (the source address is needed),
+/// or plain `recv` on a connected twin (the source is its party).
 fn arm_recv(r: &mut Ring, fd: i32, token: u64) {
     r.armed += 1;
     register_file(r, token, fd);
     let msghdr: *const libc::msghdr = &*r.msghdr;
-    let e = on_target!(target(r, token, fd), |f| opcode::RecvMsgMulti::new(
-        f, msghdr, BGID
-    )
-    .build())
+    let t = target(r, token, fd);
+    let e = if token & TWIN_TOKEN != 0 {
+        on_target!(t, |f| opcode::RecvMulti::new(f, BGID).build())
+    } else {
+        on_target!(t, |f| opcode::RecvMsgMulti::new(f, msghdr, BGID).build())
+    }
     .user_data(user_data(KIND_RECV, token));
     push(&mut r.ring, &e);
 }
@@ -439,6 +443,7 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
                             sock,
                             local,
                             secure,
+                            peer: Some(peer),
                             connected: None,
                         },
                     );
@@ -701,26 +706,38 @@ fn on_recv(
     tally: &mut Tally,
 ) -> bool {
     tally.received += 1;
-    let Some(leg) = st.socks.get(&token).map(|s| (s.local, s.secure)) else {
+    let Some((leg, twin_peer)) = st.socks.get(&token).map(|s| ((s.local, s.secure), s.peer)) else {
         // Removed pair: not forwarded.
         tally.no_flow += 1;
         return false;
     };
-    let Ok(msg) = types::RecvMsgOut::parse(r.bufs.buf(bid, len), &r.msghdr) else {
-        return false;
+    let buf = r.bufs.buf(bid, len);
+    // The payload's place in the buffer: it is sent from there.
+    let (src, poff, plen) = match twin_peer {
+        // A full buffer may be a truncated datagram: not relayed (as below).
+        Some(peer) if len >= BUF_SIZE => (peer, 0, 0),
+        Some(peer) => (peer, 0, buf.len()),
+        None => {
+            let Ok(msg) = types::RecvMsgOut::parse(buf, &r.msghdr) else {
+                return false;
+            };
+            let Some(src) = sockaddr_from_name(msg.name_data()) else {
+                return false;
+            };
+            let p = msg.payload_data();
+            let off = (p.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+            (
+                src,
+                off,
+                if msg.is_payload_truncated() {
+                    0
+                } else {
+                    p.len()
+                },
+            )
+        }
     };
-    let Some(src) = sockaddr_from_name(msg.name_data()) else {
-        return false;
-    };
-    let payload: &[u8] = if msg.is_payload_truncated() {
-        &[]
-    } else {
-        msg.payload_data()
-    };
-    let (poff, plen) = (
-        payload.as_ptr() as usize - r.bufs.buf(bid, len).as_ptr() as usize,
-        payload.len(),
-    );
+    let payload = buf.get(poff..poff + plen).unwrap_or_default();
     let fwd = on_datagram(
         st, leg, src, payload, now, now_i, want_ctl, ctl, owned, tally,
     );
