@@ -58,8 +58,11 @@
 //!     [--streams 1000] [--pps 50] [--seconds 10] [--rounds 1] [--workers 1] \
 //!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3] [--nice 0] \
 //!     [--peer-poll-us 0] [--io auto|io_uring|epoll] [--coalesce-us 100] \
-//!     [--xdp-mode native|generic]
+//!     [--xdp-mode native|generic] [--no-connect]
 //! ```
+//!
+//! `--no-connect`: the userspace relay sends from its unconnected relay sockets only (no
+//! connected twin per latched leg), for comparison.
 //!
 //! `--peer-poll-us N`: the generator's and the echo's receivers poll (sleeping N us when
 //! empty) instead of blocking. A blocked receiver is woken by each datagram, and on one
@@ -145,6 +148,8 @@ struct Args {
     /// Receivers of the generator and echo poll (sleeping this long when empty) instead of
     /// blocking; see `PEER_POLL_US`.
     peer_poll_us: u64,
+    /// No connected twin sockets for latched legs (`UserspaceOptions::connect_latched`).
+    no_connect: bool,
     /// Socket I/O of our userspace relay.
     io: RelayIo,
     /// io_uring coalescing window (default: the library's).
@@ -169,6 +174,7 @@ fn parse_args() -> Result<Args, String> {
         peak_seconds: 3.0,
         nice: 0,
         peer_poll_us: 0,
+        no_connect: false,
         io: RelayIo::Auto,
         coalesce_us: None,
         xdp_mode: AttachMode::Native,
@@ -209,6 +215,11 @@ fn parse_args() -> Result<Args, String> {
                     .into_iter()
                     .filter(|r| names.contains(&r.name()))
                     .collect();
+            }
+            "--no-connect" => {
+                a.no_connect = true;
+                i += 1;
+                continue;
             }
             "--peak" => {
                 a.peak = true;
@@ -411,6 +422,7 @@ fn start_relay(
                         .coalesce_us
                         .map(Duration::from_micros)
                         .unwrap_or(DEFAULT_COALESCE),
+                    connect_latched: !args.no_connect,
                     ..UserspaceOptions::default()
                 },
                 ..DatapathConfig::default()
@@ -758,10 +770,11 @@ fn bench(args: &Args) -> Result<(), String> {
             }
             if let (Some(a), Some(b)) = (u0, u1) {
                 notes.push(format!(
-                    "userspace relay ({}) received {} sent {} (send failures {})",
+                    "userspace relay ({}) received {} sent {} (from connected sockets {}, send failures {})",
                     relay_io,
                     b.received - a.received,
                     b.sent - a.sent,
+                    b.connected_sends - a.connected_sends,
                     b.send_failed - a.send_failed
                 ));
             }

@@ -21,6 +21,7 @@
 //!     [--srtp]                  # SDES-SRTP on side a, plain RTP on side b
 //!     [--io auto|io_uring|epoll] [--coalesce-us N]   # relay worker I/O (default auto)
 //!     [--rounds N]              # alternate ours / rtpengine N times, print the median ratio
+//!     [--no-connect]            # no connected twin sockets for latched legs (A/B)
 //! ```
 
 #[path = "common/ng.rs"]
@@ -55,6 +56,8 @@ struct Args {
     coalesce_us: Option<u64>,
     /// Alternate ours and rtpengine this many times (median ratio printed).
     rounds: usize,
+    /// No connected twin sockets for latched legs (`UserspaceOptions::connect_latched`).
+    no_connect: bool,
 }
 
 /// Our relay's threads: the workers, and io_uring's kernel workers (`iou-wrk-*`, should the
@@ -74,6 +77,7 @@ fn parse_args() -> Args {
         io: RelayIo::Auto,
         coalesce_us: None,
         rounds: 1,
+        no_connect: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -98,6 +102,11 @@ fn parse_args() -> Args {
             }
             "--srtp" => {
                 a.srtp = true;
+                i += 1;
+                continue;
+            }
+            "--no-connect" => {
+                a.no_connect = true;
                 i += 1;
                 continue;
             }
@@ -352,6 +361,7 @@ fn bench_ours(args: &Args) -> f64 {
                 .coalesce_us
                 .map(Duration::from_micros)
                 .unwrap_or(DEFAULT_COALESCE),
+            connect_latched: !args.no_connect,
             ..UserspaceOptions::default()
         },
         ..DatapathConfig::default()
@@ -411,11 +421,12 @@ fn bench_ours(args: &Args) -> f64 {
     let st = dp.userspace_stats();
     let r = report("portcullis", &mut o);
     println!(
-        "              I/O {}, coalescing {} us; system calls per relayed packet: {:.2}; send failures {}",
+        "              I/O {}, coalescing {} us; system calls per relayed packet: {:.2}; sent from connected sockets {:.0}%; send failures {}",
         dp.relay_io().as_str(),
         args.coalesce_us
             .unwrap_or(DEFAULT_COALESCE.as_micros() as u64),
         st.syscalls as f64 / st.sent.max(1) as f64,
+        100.0 * st.connected_sends as f64 / st.sent.max(1) as f64,
         st.send_failed
     );
     r
