@@ -29,12 +29,27 @@ fn peer() -> UdpSocket {
     s
 }
 
-/// A free loopback port for a relay socket (probe, then released).
+/// Taken for writing while a test checks that the ports it just released can be bound
+/// again: no other test (they run in parallel) may be handed one of them meanwhile.
+static PORT_PROBES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A free loopback port for a relay socket (probed, then released for the relay to bind).
+/// Taken below the ephemeral range (32768 and up), from 10,000 ports starting at a place
+/// this process's id picks: a test's `bind(0)` running in parallel can never be handed it
+/// between the probe and the relay's bind.
 fn free_local() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _probing = PORT_PROBES.read().unwrap_or_else(|e| e.into_inner());
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..10_000 {
+        let port = 20_000 + (start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000);
+        let a = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if UdpSocket::bind(a).is_ok() {
+            return a;
+        }
+    }
+    panic!("no free loopback port in 20000-29999");
 }
 
 fn recv_all(s: &UdpSocket, want: usize, timeout: Duration) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -639,6 +654,7 @@ fn stopping_releases_the_ports() {
     let c = &calls[0];
     c.a.send_to(&rtp(0, 1), c.ra).unwrap();
     assert_eq!(recv_all(&c.b, 1, Duration::from_secs(2)).len(), 1);
+    let _no_probes = PORT_PROBES.write().unwrap_or_else(|e| e.into_inner());
     drop(dp);
     for c in &calls {
         UdpSocket::bind(c.ra).expect("relay port a released on stop");

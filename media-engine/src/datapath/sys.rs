@@ -395,6 +395,15 @@ pub fn connected_udp(
     Ok(sock)
 }
 
+/// Whether a datagram is waiting in the receive queue of UDP socket `fd` (FIONREAD; an
+/// error counts as none).
+pub fn pending_datagram(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    rc == 0 && n > 0
+}
+
 /// SO_RCVBUF / SO_SNDBUF (best effort).
 pub fn set_buffers(fd: RawFd, bytes: i32) {
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {

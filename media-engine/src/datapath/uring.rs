@@ -156,7 +156,14 @@ pub(crate) struct Ring {
     /// Tokens of connected twins: [`TWIN_TOKEN`] set, counting up (the pair tokens made by
     /// control calls never reach that bit).
     next_twin: u64,
+    /// Twins made but not yet receiving, until their relay socket has no datagram left
+    /// (twin token, relay socket, deadline ns).
+    twins_waiting: Vec<(u64, i32, u64)>,
 }
+
+/// A new twin waits at most this long for its relay socket's queue to drain (a stranger
+/// flooding that socket must not keep the party's own datagrams waiting).
+const TWIN_ARM_WAIT_NS: u64 = 5_000_000;
 
 /// Token bit of the connected twin sockets a worker makes for latched legs.
 const TWIN_TOKEN: u64 = 1 << 55;
@@ -212,6 +219,7 @@ impl Ring {
             files,
             socket_buffer: opts.socket_buffer,
             next_twin: TWIN_TOKEN,
+            twins_waiting: Vec::new(),
         })
     }
 }
@@ -376,18 +384,17 @@ fn queue_send(
     true
 }
 
-/// A multishot receive on the socket of `token`: `recvmsg` (the source address is needed),
-/// or plain `recv` on a connected twin (the source is its party).
+/// A multishot `recvmsg` on the socket of `token`. Connected twins too: the source of every
+/// datagram is the kernel's word, never assumed (a twin is bound before it is connected, and
+/// a stranger's datagram can reach it in between).
 fn arm_recv(r: &mut Ring, fd: i32, token: u64) {
     r.armed += 1;
     register_file(r, token, fd);
     let msghdr: *const libc::msghdr = &*r.msghdr;
-    let t = target(r, token, fd);
-    let e = if token & TWIN_TOKEN != 0 {
-        on_target!(t, |f| opcode::RecvMulti::new(f, BGID).build())
-    } else {
-        on_target!(t, |f| opcode::RecvMsgMulti::new(f, msghdr, BGID).build())
-    }
+    let e = on_target!(target(r, token, fd), |f| opcode::RecvMsgMulti::new(
+        f, msghdr, BGID
+    )
+    .build())
     .user_data(user_data(KIND_RECV, token));
     push(&mut r.ring, &e);
 }
@@ -443,11 +450,17 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
                             sock,
                             local,
                             secure,
-                            peer: Some(peer),
                             connected: None,
                         },
                     );
-                    arm_recv(r, fd, t);
+                    // The party's datagrams now queue on the twin. Those already queued on
+                    // the relay socket go first: the twin starts receiving once that queue
+                    // is empty, so that the switch does not reorder the stream.
+                    r.twins_waiting.push((
+                        t,
+                        primary_fd.unwrap_or(-1),
+                        sys::monotonic_ns() + TWIN_ARM_WAIT_NS,
+                    ));
                     made = Some(Connected { token: t, fd, peer });
                 }
                 Err(e) => {
@@ -459,6 +472,24 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
             s.connected = made;
         }
     }
+}
+
+/// Starts receiving on the waiting twins whose relay socket has drained (or waited long
+/// enough). Called between wake-ups, when every datagram the ring took from a socket has
+/// been handled: what is left is in the socket's queue.
+fn arm_waiting_twins(r: &mut Ring, st: &WorkerState, now: u64) {
+    let mut waiting = std::mem::take(&mut r.twins_waiting);
+    waiting.retain(|&(twin, primary_fd, deadline)| {
+        let Some(fd) = st.socks.get(&twin).map(|s| s.sock.as_raw_fd()) else {
+            return false; // retired meanwhile
+        };
+        if now < deadline && sys::pending_datagram(primary_fd) {
+            return true;
+        }
+        arm_recv(r, fd, twin);
+        false
+    });
+    r.twins_waiting = waiting;
 }
 
 fn arm_wake(r: &mut Ring, w: &Worker) {
@@ -625,6 +656,9 @@ pub(crate) fn run(
         if !st.connect_dirty.is_empty() {
             reconcile_twins(&mut r, &mut st);
         }
+        if !r.twins_waiting.is_empty() {
+            arm_waiting_twins(&mut r, &st, now);
+        }
         for (from, to, data) in owned.drain(..) {
             match egress(&r, &st, from, to) {
                 Some(t) => {
@@ -706,38 +740,28 @@ fn on_recv(
     tally: &mut Tally,
 ) -> bool {
     tally.received += 1;
-    let Some((leg, twin_peer)) = st.socks.get(&token).map(|s| ((s.local, s.secure), s.peer)) else {
+    let Some(leg) = st.socks.get(&token).map(|s| (s.local, s.secure)) else {
         // Removed pair: not forwarded.
         tally.no_flow += 1;
         return false;
     };
     let buf = r.bufs.buf(bid, len);
-    // The payload's place in the buffer: it is sent from there.
-    let (src, poff, plen) = match twin_peer {
-        // A full buffer may be a truncated datagram: not relayed (as below).
-        Some(peer) if len >= BUF_SIZE => (peer, 0, 0),
-        Some(peer) => (peer, 0, buf.len()),
-        None => {
-            let Ok(msg) = types::RecvMsgOut::parse(buf, &r.msghdr) else {
-                return false;
-            };
-            let Some(src) = sockaddr_from_name(msg.name_data()) else {
-                return false;
-            };
-            let p = msg.payload_data();
-            let off = (p.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
-            (
-                src,
-                off,
-                if msg.is_payload_truncated() {
-                    0
-                } else {
-                    p.len()
-                },
-            )
-        }
+    let Ok(msg) = types::RecvMsgOut::parse(buf, &r.msghdr) else {
+        return false;
     };
-    let payload = buf.get(poff..poff + plen).unwrap_or_default();
+    let Some(src) = sockaddr_from_name(msg.name_data()) else {
+        return false;
+    };
+    let payload: &[u8] = if msg.is_payload_truncated() {
+        &[]
+    } else {
+        msg.payload_data()
+    };
+    // The payload's place in the buffer: it is sent from there.
+    let (poff, plen) = (
+        (payload.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize),
+        payload.len(),
+    );
     let fwd = on_datagram(
         st, leg, src, payload, now, now_i, want_ctl, ctl, owned, tally,
     );

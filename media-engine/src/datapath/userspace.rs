@@ -160,8 +160,6 @@ pub(crate) struct Sock {
     pub local: SocketAddr,
     /// The leg has a transform (looked up per datagram only then).
     pub secure: bool,
-    /// A connected twin: the party it is connected to (every datagram on it is from there).
-    pub peer: Option<SocketAddr>,
     /// io_uring worker, a relay socket whose leg is latched: a second socket on the same
     /// address connected to the party (see [`sys::connected_udp`]), which the party's
     /// packets reach and the relay sends to it from.
@@ -467,7 +465,6 @@ impl UserspaceRelay {
                     sock,
                     local,
                     secure,
-                    peer: None,
                     connected: None,
                 },
             );
