@@ -19,7 +19,10 @@
 //! socket's cached route: no output route lookup), about a fifth of the relay's CPU per
 //! packet. Everyone else still reaches the unconnected socket, which is handled exactly as
 //! before (rejected and counted, authenticated, answered), so nothing about latching
-//! changes; when the party moves the twin is retired and, if settled again, remade.
+//! changes; when the party moves the twin is retired and, if settled again, remade. A twin
+//! still reports each datagram's source (it is bound before it is connected, and a stranger's
+//! datagram can land on it in between), and starts receiving only once the relay socket's
+//! queue has drained, so that the switch does not reorder the party's stream.
 
 use std::io;
 use std::net::SocketAddr;
