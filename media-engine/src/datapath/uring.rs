@@ -420,7 +420,11 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
             continue;
         };
         let want = st.table.fixed_peer(local);
-        let Some(have) = st.socks.get(&token).map(|s| s.connected) else {
+        let Some((have, primary_fd, secure)) = st
+            .socks
+            .get(&token)
+            .map(|s| (s.connected, s.sock.as_raw_fd(), s.secure))
+        else {
             continue;
         };
         if have.map(|c| c.peer) == want {
@@ -434,19 +438,13 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
         }
         let mut made = None;
         if let Some(peer) = want {
-            let primary_fd = st.socks.get(&token).map(|s| s.sock.as_raw_fd());
-            let twin = primary_fd
-                .map_or(
-                    Err(io::Error::from(io::ErrorKind::NotFound)),
-                    sys::set_reuseaddr,
-                )
+            let twin = sys::set_reuseaddr(primary_fd)
                 .and_then(|()| sys::connected_udp(local, peer, r.socket_buffer));
             match twin {
                 Ok(sock) => {
                     let t = r.next_twin;
                     r.next_twin = TWIN_TOKEN | (r.next_twin.wrapping_add(1) & (TWIN_TOKEN - 1));
                     let fd = sock.as_raw_fd();
-                    let secure = st.transforms.contains_key(&local);
                     st.socks.insert(
                         t,
                         Sock {
@@ -459,11 +457,8 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
                     // The party's datagrams now queue on the twin. Those already queued on
                     // the relay socket go first: the twin starts receiving once that queue
                     // is empty, so that the switch does not reorder the stream.
-                    r.twins_waiting.push((
-                        t,
-                        primary_fd.unwrap_or(-1),
-                        sys::monotonic_ns() + TWIN_ARM_WAIT_NS,
-                    ));
+                    r.twins_waiting
+                        .push((t, primary_fd, sys::monotonic_ns() + TWIN_ARM_WAIT_NS));
                     made = Some(Connected { token: t, fd, peer });
                 }
                 Err(e) => {
