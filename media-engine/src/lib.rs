@@ -37,6 +37,8 @@ pub mod sdp;
 pub mod secure;
 pub mod session;
 pub mod srtp;
+#[cfg(test)]
+mod test_support;
 
 pub use interface::{MediaInterface, PortUsage};
 pub use ports::{PortAllocator, RelayPorts};

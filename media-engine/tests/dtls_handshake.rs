@@ -11,6 +11,9 @@ use media_engine::dtls::{
 };
 use media_engine::srtp::SrtpProfile;
 
+mod common;
+use common::XorShift as Rng;
+
 fn cert() -> DtlsCertificate {
     DtlsCertificate::generate(SystemTime::now(), Duration::from_secs(3600)).unwrap()
 }
@@ -498,23 +501,9 @@ fn retransmissions_back_off_exponentially() {
     assert_eq!(sends, ms(&[0, 100, 300, 700, 1500, 3100, 6300, 12700]));
 }
 
-/// A small deterministic PRNG (xorshift) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn random_garbage(rng: &mut Rng) -> Vec<u8> {
     let len = rng.below(300);
-    let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let mut d: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     match rng.below(4) {
         // Looks like a DTLS record header (handshake, epoch 0 or 1), random rest.
         0 if d.len() >= 13 => {
@@ -623,7 +612,7 @@ fn mutated_handshake_datagrams_never_panic() {
                 }
                 _ => {
                     let i = rng.below(m.len());
-                    m[i] = rng.next() as u8;
+                    m[i] = rng.next_u64() as u8;
                 }
             }
             q.a.handle_datagram(&m, now);
@@ -707,7 +696,7 @@ fn deliver_with_mutant(
             1 => m.truncate(rng.below(m.len())),
             _ => {
                 let i = rng.below(m.len());
-                m[i] = rng.next() as u8;
+                m[i] = rng.next_u64() as u8;
             }
         }
         dst.handle_datagram(&m, now);

@@ -9,6 +9,8 @@ use media_engine::{
     RtcpMuxPolicy, Sdp,
 };
 
+mod common;
+
 fn iface(name: &str, addr: &str, min: u16, max: u16) -> MediaInterface {
     MediaInterface {
         name: name.into(),
@@ -778,13 +780,8 @@ fn mutated_sdps_never_panic_or_leak_ports() {
     .iter()
     .map(|f| std::fs::read(format!("{dir}{f}")).unwrap())
     .collect();
-    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = common::XorShift(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next_u64();
     let alphabet = b"0123456789 =:/.\r\nacmoptvIPN-";
     let mutate = |seed: &[u8], next: &mut dyn FnMut() -> u64| {
         let mut buf = seed.to_vec();

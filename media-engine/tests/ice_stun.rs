@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use media_engine::ice::stun::{self, attr, StunMessage, StunMessageBuilder};
 use media_engine::ice::{DropReason, IceEvent, IceLiteAgent, CONSENT_TIMEOUT};
 
+mod common;
+
 const RFC5769_PASSWORD: &[u8] = b"VOkJxbRl1RmTxUk/WvJxBt";
 const RFC5769_TXID: [u8; 12] = [
     0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
@@ -331,13 +333,8 @@ fn ice_restart_forgets_addresses() {
 /// and the agent. Nothing may panic; the agent must still answer a valid check afterwards.
 #[test]
 fn mutation_never_panics() {
-    let mut seed: u64 = 0xdead_beef_cafe_f00d;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = common::XorShift(0xdead_beef_cafe_f00d);
+    let mut rnd = move || rng.next_u64();
     let mut agent = IceLiteAgent::new(UFRAG, PWD);
     let t0 = Instant::now();
     let seeds: Vec<Vec<u8>> = vec![

@@ -29,6 +29,9 @@ use media_engine::secure::{
 };
 use media_engine::srtp::{SrtpContext, SrtpProfile};
 
+mod common;
+use common::XorShift as Rng;
+
 const LOCAL_UFRAG: &str = "lEgA";
 const LOCAL_PWD: &str = "leg-local-ice-password-0123456789";
 const REMOTE_UFRAG: &str = "pEeR";
@@ -845,25 +848,12 @@ fn empty_fingerprint_list_is_an_error() {
 // ---------------------------------------------------------------------------------------------
 // Garbage
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
     let mut d = base.to_vec();
     match rng.below(4) {
         0 => {
             let n = rng.below(200);
-            d = (0..n).map(|_| rng.next() as u8).collect();
+            d = (0..n).map(|_| rng.next_u64() as u8).collect();
             if let Some(b) = d.first_mut() {
                 // Aim at every RFC 7983 range.
                 *b = [0, 1, 3, 20, 22, 23, 63, 64, 128, 191, 255][rng.below(11)];

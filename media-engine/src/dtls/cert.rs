@@ -451,12 +451,10 @@ mod tests {
 
     #[test]
     fn fingerprint_parser_survives_arbitrary_input() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rng = crate::test_support::XorShift(0x1234_5678_9abc_def1);
         let alphabet = b"sha-1256384: \tABCDEFabcdefxyz09\x00\xff";
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let len = (x % 120) as usize;
             let bytes: Vec<u8> = (0..len)
                 .map(|i| alphabet[((x >> (i % 60)) as usize + i) % alphabet.len()])

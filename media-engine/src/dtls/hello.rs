@@ -441,13 +441,11 @@ mod tests {
             assert!(parse_client_hello(&d).is_none(), "edit at {at} accepted");
         }
         // Random bytes behind a plausible header never panic.
-        let mut x: u64 = 0x1234_5678;
+        let mut rng = crate::test_support::XorShift(0x1234_5678);
         for _ in 0..2000 {
             let mut d = good.clone();
             for _ in 0..4 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 let i = (x as usize) % d.len();
                 d[i] = (x >> 32) as u8;
             }
@@ -508,13 +506,8 @@ mod tests {
     fn mutated_fragments_never_panic() {
         // Deterministic xorshift: 20,000 fragments with random bytes flipped, cut or
         // lengths rewritten, interleaved with genuine ones, into one reassembler.
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_support::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         let whole = hello(&[5; COOKIE_LEN], &[8; 16]);
         let frags = fragments(&whole, 3);
         let mut r = HelloReassembly::default();

@@ -826,13 +826,8 @@ mod tests {
             PHONE.as_bytes(),
             include_bytes!("../../tests/fixtures/webrtc-chromium.offer.in.sdp"),
         ];
-        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = crate::test_support::XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         let alphabet = b"v=oscmat0123456789 :/\r\n\xff\x00-.IPN";
         let mut parsed_ok = 0;
         for i in 0..4000 {

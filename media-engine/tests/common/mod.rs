@@ -192,3 +192,21 @@ impl Drop for LinePeer {
         let _ = self.child.wait();
     }
 }
+
+/// A small deterministic PRNG (xorshift64: shifts 13, 7, 17) for the bounded mutation
+/// tests, so that a failure reproduces from its seed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform enough below `n` (> 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
