@@ -32,10 +32,12 @@
 //!   process (generator, echo, receiver, our relay threads), the ksoftirqd
 //!   threads, and rtpengine when it runs. The one measure for all three that
 //!   other users' load on this shared machine does not enter;
-//! - machine - base: whole-machine busy time (/proc/stat
-//!   user+system+irq+softirq, all CPUs, tick-sampled), and its softirq part
-//!   (where the XDP program runs); meaningless when the machine is saturated
-//!   by others (the report says so);
+//! - machine - base: whole-machine busy time, i.e. the window on every CPU
+//!   minus /proc/stat idle+iowait (measured at idle entry and exit by a
+//!   tickless kernel, so precise, unlike the tick-sampled
+//!   user/system/softirq split), and the softirq part of the split (where
+//!   the XDP program runs; tick-sampled); meaningless when the machine is
+//!   busy with others (the report says so);
 //! - relay own: our `relay-*` worker threads' utime+stime
 //!   (/proc/self/task/*/stat) for (b), the whole rtpengine process's
 //!   (/proc/<pid>/stat) for (c). Both include the kernel work run in their
@@ -579,7 +581,7 @@ fn print_run(name: &str, r: &mut PhaseResult, own: Option<&str>, extra: &[String
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut notes = vec![format!(
         "benchmark tasks (this process + ksoftirqd{}) {:.1}%; machine busy minus these tasks \
-         (other users; tick-sampled against precise task times, so only to +-10%) {:.1}% of \
+         (other users) {:.1}% of \
          {:.0}%",
         if own == Some(OWN_RTPENGINE) {
             " + rtpengine"
@@ -960,9 +962,9 @@ fn report(args: &Args, baselines: &[PhaseResult], measured: &[Measured]) {
         "  loss: A>C of what A sent, C>A of what C echoed. Latency: one-way, both directions \
          pooled, us; added = relay - no relay. tasks = utime+stime of this process (generator, \
          echo, receiver, our relay threads), ksoftirqd and rtpengine (when it runs), minus the \
-         mean of the no-relay runs before and after; machine = /proc/stat \
-         user+system+irq+softirq of all CPUs (tick-sampled) minus the same; softirq = its \
-         softirq part; relay own = utime+stime of our relay-* threads or of the rtpengine \
+         mean of the no-relay runs before and after; machine = all CPUs' time minus \
+         /proc/stat idle+iowait (precise with a tickless kernel) minus the same; softirq = \
+         /proc/stat softirq (tick-sampled) minus the same; relay own = utime+stime of our relay-* threads or of the rtpengine \
          process (includes the sends into the veth and the delivery to the peer's socket run \
          in their context)."
     );
