@@ -21,3 +21,4 @@ pub mod registrar;
 pub mod server;
 pub mod transaction;
 pub mod transport;
+mod xorshift;

@@ -253,15 +253,13 @@ mod tests {
     fn arbitrary_input_never_panics() {
         let base =
             "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20 WSH=64";
-        let mut x = 0x1234_5678_u32;
+        let mut rng = crate::test_support::XorShift(0x1234_5678);
         for _ in 0..20_000 {
             let mut b = base.as_bytes().to_vec();
             for _ in 0..3 {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let i = (x as usize) % b.len();
-                b[i] = (x >> 24) as u8;
+                let x = rng.next_u64();
+                let i = (x % b.len() as u64) as usize;
+                b[i] = (x >> 56) as u8;
             }
             let s = String::from_utf8_lossy(&b);
             let _ = SdesCrypto::parse(&s);

@@ -103,7 +103,7 @@ impl Resolution {
     /// ascending rank, weighted random order within a rank (RFC 2782), at most
     /// [`MAX_ADDRESSES`].
     pub fn ordered(&self, seed: u64) -> Vec<(SocketAddr, Transport)> {
-        let mut rng = XorShift::new(seed);
+        let mut rng = crate::xorshift::XorShift::new(seed);
         let mut entries: Vec<&Entry> = self.entries.iter().collect();
         entries.sort_by_key(|e| e.rank);
         let mut out: Vec<(SocketAddr, Transport)> = Vec::new();
@@ -123,7 +123,7 @@ impl Resolution {
                 let pick = if total == 0 {
                     0
                 } else {
-                    let r = rng.next() % (total + 1);
+                    let r = rng.next_u64() % (total + 1);
                     let mut run = 0u64;
                     group
                         .iter()
@@ -343,24 +343,6 @@ async fn srv_entries<L: Lookup + Sync>(
         return Err(DnsError::NoRecords);
     }
     Ok((entries, ttl))
-}
-
-/// Small deterministic generator for the weighted draw (not for anything secret).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 #[cfg(test)]

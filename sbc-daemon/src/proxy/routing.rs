@@ -176,17 +176,14 @@ impl Rule {
 }
 
 /// Orders targets by repeated weighted draws without replacement, driven by `seed`.
-fn weighted_order(targets: &mut [TrunkTarget], mut seed: u64) {
+fn weighted_order(targets: &mut [TrunkTarget], seed: u64) {
+    let mut rng = crate::xorshift::XorShift(seed);
     for i in 0..targets.len() {
         let total: u64 = targets[i..].iter().map(|t| u64::from(t.weight)).sum();
         if total == 0 {
             return;
         }
-        // xorshift for the next draw
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let mut pick = seed % total;
+        let mut pick = rng.next_u64() % total;
         let mut chosen = i;
         for (j, t) in targets.iter().enumerate().skip(i) {
             let w = u64::from(t.weight);

@@ -1744,13 +1744,8 @@ fn mutated_messages_never_panic_the_proxy_core() {
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKpc0000000000000000.1\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKx\r\nRecord-Route: <sip:192.0.2.1;lr>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f@g\r\nCSeq: 1 INVITE\r\nContact: <sip:c@192.0.2.50>\r\nContent-Length: 0\r\n\r\n".to_vec(),
         b"BYE sip:dg0123456789abcdef@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKb\r\nRoute: <sip:192.0.2.1:5060;lr;ft=00>\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: f@g\r\nCSeq: 2 BYE\r\nMax-Forwards: 1\r\nContent-Length: 0\r\n\r\n".to_vec(),
     ];
-    let mut state: u64 = 0x5eed_1234_abcd_0001;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::xorshift::XorShift(0x5eed_1234_abcd_0001);
+    let mut next = || rng.next_u64();
     for i in 0..4000u64 {
         let mut m = seeds[(next() % seeds.len() as u64) as usize].clone();
         for _ in 0..(1 + next() % 4) {
