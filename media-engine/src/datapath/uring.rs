@@ -431,10 +431,7 @@ fn reconcile_twins(r: &mut Ring, st: &mut WorkerState) {
             continue;
         }
         if let Some(c) = have {
-            if let Some(twin) = st.socks.remove(&c.token) {
-                cancel_recv(r, c.token);
-                st.closing.insert(c.token, twin);
-            }
+            st.retire(c.token);
         }
         let mut made = None;
         if let Some(peer) = want {
@@ -630,7 +627,11 @@ pub(crate) fn run(
                 _ => {}
             }
         }
-        // Control requests.
+        after_batch(&mut st, now, &mut last_tick, hook, &mut owned);
+        if !st.connect_dirty.is_empty() {
+            reconcile_twins(&mut r, &mut st);
+        }
+        // Control requests (from control calls, the hook, and twins retired just now).
         for op in std::mem::take(&mut st.ring_ops) {
             match op {
                 RingOp::Arm(token) => rearm.push(token),
@@ -649,10 +650,6 @@ pub(crate) fn run(
         if wake_rearm {
             arm_wake(&mut r, w);
             wake_rearm = false;
-        }
-        after_batch(&mut st, now, &mut last_tick, hook, &mut owned);
-        if !st.connect_dirty.is_empty() {
-            reconcile_twins(&mut r, &mut st);
         }
         if !r.twins_waiting.is_empty() {
             arm_waiting_twins(&mut r, &st, now);

@@ -238,6 +238,18 @@ impl WorkerState {
         let token = *self.by_local.get(&local)?;
         self.socks.get(&token).map(|s| (token, s))
     }
+
+    /// io_uring worker: takes the socket of `token` out of service. Its receive is
+    /// cancelled (a [`RingOp::Cancel`] for the worker thread) and it is closed once the
+    /// ring has let go of it (`closing`). Returns its connected twin, if it had one, for
+    /// the caller to retire as well.
+    pub(crate) fn retire(&mut self, token: u64) -> Option<Connected> {
+        let s = self.socks.remove(&token)?;
+        let twin = s.connected;
+        self.ring_ops.push(RingOp::Cancel(token));
+        self.closing.insert(token, s);
+        twin
+    }
 }
 
 pub(crate) struct Worker {
@@ -612,20 +624,14 @@ fn remove_locked(w: &Worker, st: &mut WorkerState, id: PairId) -> Option<PairInf
             let Some(token) = st.by_local.remove(&local) else {
                 continue;
             };
-            let Some(s) = st.socks.remove(&token) else {
-                continue;
-            };
             if uring {
-                if let Some(c) = s.connected {
-                    if let Some(twin) = st.socks.remove(&c.token) {
-                        st.ring_ops.push(RingOp::Cancel(c.token));
-                        st.closing.insert(c.token, twin);
-                    }
+                if let Some(twin) = st.retire(token) {
+                    st.retire(twin.token);
                 }
-                st.ring_ops.push(RingOp::Cancel(token));
-                st.closing.insert(token, s);
-            } else if let Err(e) = w.epoll.del(s.sock.as_raw_fd()) {
-                warn!(%local, error = %e, "epoll del");
+            } else if let Some(s) = st.socks.remove(&token) {
+                if let Err(e) = w.epoll.del(s.sock.as_raw_fd()) {
+                    warn!(%local, error = %e, "epoll del");
+                }
             }
         }
     }
