@@ -60,8 +60,12 @@
 //!     [--streams 1000] [--pps 50] [--seconds 10] [--rounds 1] [--workers 1] \
 //!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3] [--nice 0] \
 //!     [--peer-poll-us 0] [--io auto|io_uring|epoll] [--coalesce-us 100] \
-//!     [--xdp-mode native|generic] [--no-connect]
+//!     [--xdp-mode native|generic] [--no-connect] [--pin]
 //! ```
+//!
+//! `--pin`: the relay under test (our `relay-*` threads, the whole rtpengine process) on the
+//! last CPU, generator, echo and receivers on the others, alike for every relay and round
+//! (`common/pin.rs` says why). The XDP relay runs in the senders' softirq, on their CPUs.
 //!
 //! `--no-connect`: the userspace relay sends from its unconnected relay sockets only (no
 //! connected twin per latched leg), for comparison.
@@ -91,6 +95,9 @@ mod ng;
 
 #[path = "common/rtpengine_netns.rs"]
 mod rtpengine_netns;
+
+#[path = "common/pin.rs"]
+mod pin;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
@@ -147,6 +154,8 @@ struct Args {
     peak_seconds: f64,
     /// Nice value of every benchmark thread and of rtpengine (inherited).
     nice: i32,
+    /// `--pin`: where the relay and the load run.
+    pin: Option<pin::Placement>,
     /// Receivers of the generator and echo poll (sleeping this long when empty) instead of
     /// blocking; see `PEER_POLL_US`.
     peer_poll_us: u64,
@@ -176,6 +185,7 @@ fn parse_args() -> Result<Args, String> {
         peak_seconds: 3.0,
         nice: 0,
         peer_poll_us: 0,
+        pin: None,
         no_connect: false,
         io: RelayIo::Auto,
         coalesce_us: None,
@@ -228,11 +238,16 @@ fn parse_args() -> Result<Args, String> {
                 i += 1;
                 continue;
             }
+            "--pin" => {
+                a.pin = Some(pin::Placement::new().map_err(|e| format!("--pin: {e}"))?);
+                i += 1;
+                continue;
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: netns_relay_bench [--streams 1000] [--pps 50] [--seconds 10] \
                      [--rounds 1] [--workers 1] [--only xdp,userspace,rtpengine] [--peak] \
-                     [--peak-seconds 3] [--nice 0]"
+                     [--peak-seconds 3] [--nice 0] [--pin] (see the source's header)"
                         .into(),
                 )
             }
@@ -450,6 +465,10 @@ fn start_relay(
                 }
                 Ok(dp)
             })?;
+            if let (Some(p), Relay::Userspace) = (&args.pin, relay) {
+                p.pin_relay(std::process::id(), RELAY_THREADS)
+                    .map_err(|e| format!("pin the relay threads: {e}"))?;
+            }
             if relay == Relay::Xdp {
                 // Final at once (SDP peers, no learning); installation is
                 // asynchronous: wait (bounded) until every direction is in XDP.
@@ -489,6 +508,10 @@ fn start_relay(
                 threads: args.workers,
                 ctl,
             })?;
+            if let Some(p) = &args.pin {
+                p.pin_relay(r.pid(), &[])
+                    .map_err(|e| format!("pin rtpengine: {e}"))?;
+            }
             let mut dests = Vec::with_capacity(usize::from(streams));
             for i in 0..streams {
                 interrupted()?;
@@ -629,6 +652,13 @@ fn main() {
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     raise_nofile();
+    if let Some(p) = &args.pin {
+        // Before any thread is spawned: the load threads and rtpengine inherit it.
+        if let Err(e) = p.pin_self_to_load() {
+            eprintln!("netns_relay_bench: --pin: {e}");
+            std::process::exit(2);
+        }
+    }
     if args.nice != 0 {
         // Before any thread is spawned: threads and rtpengine inherit it.
         // SAFETY: plain setpriority on this thread.
@@ -677,7 +707,7 @@ fn bench(args: &Args) -> Result<(), String> {
     println!(
         "netns relay benchmark: {streams} bidirectional G.711 streams ({PAYLOAD}-byte RTP), {} \
          pkt/s each way per stream = {:.0} pkt/s relayed in total; relays: {}; {} round(s) of \
-         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); nice {}; peers {}; XDP {:?} mode; rtpengine: {}; \
+         {:.0} s per run; {} userspace worker(s) / rtpengine thread(s); nice {}; peers {}; XDP {:?} mode; {}; rtpengine: {}; \
          namespaces {} {} {}; {} CPUs, load average before: {}",
         args.pps,
         2.0 * rate,
@@ -696,6 +726,9 @@ fn bench(args: &Args) -> Result<(), String> {
             "block in recvmmsg".to_string()
         },
         args.xdp_mode,
+        args.pin
+            .as_ref()
+            .map_or("unpinned".to_string(), pin::Placement::describe),
         rtpengine_version(),
         t.a,
         t.sbc,

@@ -22,10 +22,14 @@
 //!     [--io auto|io_uring|epoll] [--coalesce-us N]   # relay worker I/O (default auto)
 //!     [--rounds N]              # alternate ours / rtpengine N times, print the median ratio
 //!     [--no-connect]            # no connected twin sockets for latched legs (A/B)
+//!     [--pin]                   # relay on the last CPU, load on the others (common/pin.rs)
 //! ```
 
 #[path = "common/ng.rs"]
 mod ng;
+
+#[path = "common/pin.rs"]
+mod pin;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -58,6 +62,8 @@ struct Args {
     rounds: usize,
     /// No connected twin sockets for latched legs (`UserspaceOptions::connect_latched`).
     no_connect: bool,
+    /// `--pin`: where the relay and the load run.
+    pin: Option<pin::Placement>,
 }
 
 /// Our relay's threads: the workers, and io_uring's kernel workers (`iou-wrk-*`, should the
@@ -78,6 +84,7 @@ fn parse_args() -> Args {
         coalesce_us: None,
         rounds: 1,
         no_connect: false,
+        pin: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -107,6 +114,11 @@ fn parse_args() -> Args {
             }
             "--no-connect" => {
                 a.no_connect = true;
+                i += 1;
+                continue;
+            }
+            "--pin" => {
+                a.pin = Some(pin::Placement::new().expect("--pin"));
                 i += 1;
                 continue;
             }
@@ -367,6 +379,10 @@ fn bench_ours(args: &Args) -> f64 {
         ..DatapathConfig::default()
     };
     let dp = Datapath::start(&cfg, None).expect("datapath");
+    if let Some(p) = &args.pin {
+        p.pin_relay(std::process::id(), RELAY_THREADS)
+            .expect("pin the relay threads");
+    }
     let mut streams = Vec::new();
     for (i, (a, b)) in peers(args.streams).into_iter().enumerate() {
         let ra: SocketAddr = format!("127.0.0.1:{}", args.base_port as usize + 4 * i)
@@ -465,6 +481,9 @@ fn bench_rtpengine(args: &Args) -> Option<f64> {
         args.rtpengine_threads.unwrap_or(args.workers),
     )?;
     let pid = r.pid();
+    if let Some(p) = &args.pin {
+        p.pin_relay(pid, &[]).expect("pin rtpengine");
+    }
     let ctl = UdpSocket::bind("127.0.0.1:0").expect("bind NG client");
     ctl.set_read_timeout(Some(Duration::from_millis(500))).ok();
     let mut streams = Vec::new();
@@ -531,14 +550,21 @@ fn bench_rtpengine(args: &Args) -> Option<f64> {
 fn main() {
     let args = parse_args();
     raise_nofile();
+    if let Some(p) = &args.pin {
+        // Before any thread is spawned: the load threads inherit it.
+        p.pin_self_to_load().expect("pin the load");
+    }
     println!(
-        "userspace relay benchmark{}: {} bidirectional streams x {} pkt/s each way = {} pkt/s offered, {} s measured (+1 s warm-up), {} worker(s), loopback",
+        "userspace relay benchmark{}: {} bidirectional streams x {} pkt/s each way = {} pkt/s offered, {} s measured (+1 s warm-up), {} worker(s), loopback, {}",
         if args.srtp { " (SDES-SRTP on side a <-> RTP on side b)" } else { "" },
         args.streams,
         args.pps,
         args.streams as u64 * 2 * u64::from(args.pps),
         args.seconds,
-        args.workers
+        args.workers,
+        args.pin
+            .as_ref()
+            .map_or("unpinned".to_string(), pin::Placement::describe)
     );
     // Goals: issue 4 (plain relay) <= 2/3 of rtpengine, issue 6 (SDES bridge) <= 1/2.
     let goal = if args.srtp { "0.50" } else { "0.67" };

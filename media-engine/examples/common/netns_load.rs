@@ -320,7 +320,10 @@ pub fn cpu_delta(a: CpuTicks, b: CpuTicks, secs: f64) -> CpuDelta {
         let idle = (b.idle.saturating_sub(a.idle)) as f64 / hz;
         (100.0 * (secs * a.cpus as f64 - idle) / secs).max(0.0)
     } else {
-        p(a.user + a.system + a.irq + a.softirq, b.user + b.system + b.irq + b.softirq)
+        p(
+            a.user + a.system + a.irq + a.softirq,
+            b.user + b.system + b.irq + b.softirq,
+        )
     };
     CpuDelta {
         softirq: p(a.softirq, b.softirq),
