@@ -601,7 +601,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Prints a phase: the shared line, then this benchmark's CPU figures.
 fn print_run(name: &str, r: &mut PhaseResult, own: Option<&str>, extra: &[String]) {
     print_phase(name, r);
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ncpu = cpu_ticks().cpus.max(1) as f64;
     let mut notes = vec![format!(
         "benchmark tasks (this process + ksoftirqd{}) {:.1}%; machine busy minus these tasks \
          (other users) {:.1}% of \
@@ -733,7 +733,7 @@ fn bench(args: &Args) -> Result<(), String> {
         t.a,
         t.sbc,
         t.c,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_ticks().cpus,
         loadavg()
     );
 
@@ -985,7 +985,7 @@ fn report(args: &Args, baselines: &[PhaseResult], measured: &[Measured]) {
         }
         per_pkt.push((relay, cpu.map(|c| per_packet_ns(c, pps))));
     }
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let ncpu = cpu_ticks().cpus.max(1) as f64;
     let max_busy = measured
         .iter()
         .map(|m| m.r.cpu.busy)

@@ -683,11 +683,9 @@ fn browser_calls_a_phone_and_hangs_up() {
     assert_media_capture(capture, &env, CORE_IP);
 }
 
-// Needs in-dialog requests from the inside (the phone's BYE, its ACK) delivered over the
-// browser's WebSocket flow named by the Record-Route flow token (S-01). sbcd sends them to
-// the `.invalid` host of the browser's Contact instead (sbc-daemon/src/proxy/mod.rs, flow
-// hop of a stream flow takes the Request-URI destination), fails to resolve it and answers
-// 480; with that hop sent to the flow's address this test passes.
+// In-dialog requests from the inside (the phone's BYE, its ACK) reach the browser over its
+// WebSocket flow, named by the Record-Route flow token, not at the `.invalid` host of its
+// Contact (S-01).
 #[test]
 fn phone_hangs_up_on_the_browser() {
     let _serial = lock();
@@ -719,11 +717,9 @@ fn phone_hangs_up_on_the_browser() {
     assert_media_capture(capture, &env, CORE_IP);
 }
 
-// Needs in-dialog requests from the inside (the phone's BYE, its ACK) delivered over the
-// browser's WebSocket flow named by the Record-Route flow token (S-01). sbcd sends them to
-// the `.invalid` host of the browser's Contact instead (sbc-daemon/src/proxy/mod.rs, flow
-// hop of a stream flow takes the Request-URI destination), fails to resolve it and answers
-// 480; with that hop sent to the flow's address this test passes.
+// In-dialog requests from the inside (the phone's BYE, its ACK) reach the browser over its
+// WebSocket flow, named by the Record-Route flow token, not at the `.invalid` host of its
+// Contact (S-01).
 #[test]
 fn phone_calls_the_registered_browser() {
     let _serial = lock();
