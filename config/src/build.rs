@@ -615,7 +615,9 @@ const TRUNK_KEYS: &[&str] = &[
     "disable_100rel",
     "request_uri_form",
     "headers",
+    "tls",
 ];
+const TRUNK_TLS_KEYS: &[&str] = &["ca", "server_name"];
 const HEADER_RULE_KEYS: &[&str] = &["action", "name", "value", "from_header"];
 const ROUTE_KEYS: &[&str] = &["name", "match", "group", "selection"];
 const MATCH_KEYS: &[&str] = &["user_prefix", "domain", "interface"];
@@ -1093,6 +1095,7 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
         disable_100rel: false,
         request_uri_form: UriForm::Keep,
         headers: Vec::new(),
+        tls: None,
     };
     let Some(f) = cx.fields(Some(node), path, TRUNK_KEYS) else {
         return t;
@@ -1126,6 +1129,22 @@ fn trunk(cx: &mut Cx<'_>, node: &Node, path: &str) -> Trunk {
             );
         }
         t.dns = TrunkDns::A;
+    }
+    let (tp, tn) = cx.get(&f, "tls");
+    if tn.is_some_and(|n| !n.is_null()) {
+        if t.transport != TrunkTransport::Tls {
+            let pos = cx.loc(&tp);
+            cx.error(
+                pos,
+                &tp,
+                "tls settings are only allowed with transport: tls",
+            );
+        } else if let Some(tf) = cx.fields(tn, &tp, TRUNK_TLS_KEYS) {
+            t.tls = Some(TrunkTls {
+                ca: cx.opt(&tf, "ca", path_buf),
+                server_name: cx.opt(&tf, "server_name", host),
+            });
+        }
     }
     t.group = cx.req(&f, "group", name).unwrap_or_default();
     t.interface = cx.req(&f, "interface", name).unwrap_or_default();

@@ -591,6 +591,27 @@ pub struct Trunk {
     pub request_uri_form: UriForm,
     /// Header manipulation on requests sent to this trunk, applied in order.
     pub headers: Vec<HeaderRule>,
+    /// How the trunk's TLS certificate is checked (transport tls only; when absent, against
+    /// the system's CA store and the trunk's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TrunkTls>,
+}
+
+/// The TLS client side toward a trunk. The SBC always verifies the trunk's certificate
+/// (there is no switch to turn that off: a lab trunk with a self-signed certificate gets that
+/// certificate as its `ca`). When the trunk asks for a client certificate (mutual TLS, e.g.
+/// a carrier or Teams Direct Routing), the SBC presents the certificate of the TLS listener
+/// it sends from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrunkTls {
+    /// PEM file of the CA certificates the trunk's certificate must chain to; default the
+    /// system's store (Debian `ca-certificates`; `SSL_CERT_FILE` / `SSL_CERT_DIR` override).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// The name the certificate must be valid for, also sent as SNI; default the trunk's host
+    /// (an IP address is checked against the certificate's IP addresses, with no SNI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// RFC 3263 resolution of a trunk host name.

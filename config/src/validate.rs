@@ -314,6 +314,23 @@ fn trunks(cfg: &Config, cx: &mut Cx<'_>) {
             cx.error_at(&ip, format!("interface '{}' has no listeners", t.interface));
             continue;
         }
+        // (With a pinned listener, the listener's own check below says it.)
+        if t.transport == TrunkTransport::Tls
+            && t.listener.is_none()
+            && !cx.is_bad(&join(&p, "transport"))
+            && !iface.listeners.iter().any(|l| l.proto == Proto::Tls)
+            && !cx.is_bad(&index("interfaces", ii))
+        {
+            cx.error_at(
+                &join(&p, "transport"),
+                format!(
+                    "transport tls needs a tls listener on interface '{}' (sbcd sends from it \
+                     and presents its certificate when the trunk asks for one)",
+                    t.interface
+                ),
+            );
+            continue;
+        }
         let lp = join(&p, "listener");
         let Some(lname) = &t.listener else { continue };
         if cx.is_bad(&lp) {

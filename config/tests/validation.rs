@@ -881,3 +881,63 @@ fn media_relay_io_settings() {
     );
     assert!(e[1].contains("relay_workers"), "{e:?}");
 }
+
+#[test]
+fn tls_trunk_settings() {
+    let tls_iface = "interfaces:
+  - name: a
+    listeners:
+      - { name: a-udp, proto: udp, address: 127.0.0.1 }
+      - { name: a-tls, proto: tls, address: 127.0.0.1, tls: { certificate: /c.pem, private_key: /k.pem } }
+";
+    let cfg = ok(&format!(
+        "{tls_iface}trunks:
+  - {{ name: t1, host: sip.example.com, transport: tls, tls: {{ ca: /ca.pem, server_name: sbc.example.net }}, group: g, interface: a }}
+  - {{ name: t2, host: 192.0.2.7, transport: tls, group: g, interface: a }}
+routes:
+  - {{ name: r, group: g }}
+"
+    ));
+    assert_eq!(
+        cfg.trunks[0].tls,
+        Some(TrunkTls {
+            ca: Some("/ca.pem".into()),
+            server_name: Some("sbc.example.net".into()),
+        })
+    );
+    assert_eq!(cfg.trunks[0].port, 5061);
+    assert_eq!(
+        cfg.trunks[1].tls, None,
+        "defaults: system CA store, the host's name"
+    );
+    assert_one(
+        &format!(
+            "{tls_iface}trunks:
+  - {{ name: t1, host: 192.0.2.7, transport: udp, tls: {{ ca: /ca.pem }}, group: g, interface: a }}
+routes:
+  - {{ name: r, group: g }}
+"
+        ),
+        "sbc.yaml:7:55: trunks[0].tls: tls settings are only allowed with transport: tls",
+    );
+    let e = errs(&with(
+        "trunks:
+  - { name: t1, host: 192.0.2.7, transport: tls, group: g, interface: a }
+routes:
+  - { name: r, group: g }
+",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("trunks[0].transport: transport tls needs a tls listener on interface 'a'"),
+        "{e:?}"
+    );
+    let e = errs(&format!(
+        "{tls_iface}trunks:
+  - {{ name: t1, host: 192.0.2.7, transport: tls, tls: {{ server_name: \"not a name\", bogus: 1 }}, group: g, interface: a }}
+routes:
+  - {{ name: r, group: g }}
+"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+}

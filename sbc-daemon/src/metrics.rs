@@ -170,6 +170,7 @@ pub struct Metrics {
     failovers: Family<TrunkLabel, Counter>,
     tcp_connections: Gauge,
     tcp_connect_failures: Counter,
+    tls_client_failures: Family<TrunkLabel, Counter>,
     registrar_bindings: Gauge,
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
@@ -221,6 +222,7 @@ impl Metrics {
         let build_info = Family::<BuildInfo, Gauge>::default();
         let tcp_connections = Gauge::default();
         let tcp_connect_failures = Counter::default();
+        let tls_client_failures = Family::<TrunkLabel, Counter>::default();
         let registrar_bindings = Gauge::default();
         let dead_flows = Counter::default();
         let trunk_up = Family::<TrunkLabel, Gauge>::default();
@@ -406,6 +408,12 @@ impl Metrics {
             tcp_connect_failures.clone(),
         );
         registry.register(
+            "sbc_sip_tls_client_failures",
+            "Outbound TLS connections to a trunk whose handshake failed (certificate not \
+             trusted or not valid for the trunk's name, protocol error, timeout)",
+            tls_client_failures.clone(),
+        );
+        registry.register(
             "sbc_build_info",
             "Build information (value is always 1)",
             build_info.clone(),
@@ -471,6 +479,7 @@ impl Metrics {
             failovers,
             tcp_connections,
             tcp_connect_failures,
+            tls_client_failures,
             registrar_bindings,
             dead_flows,
             trunk_up,
@@ -753,6 +762,14 @@ impl Metrics {
 
     pub fn tcp_connect_failure(&self) {
         self.tcp_connect_failures.inc();
+    }
+
+    pub fn tls_client_failure(&self, trunk: &str) {
+        self.tls_client_failures
+            .get_or_create(&TrunkLabel {
+                trunk: trunk.to_string(),
+            })
+            .inc();
     }
 
     /// Text exposition (OpenMetrics) of every metric.

@@ -2,6 +2,7 @@
 //! core with received messages and time, and carries out its transmits (UDP sends, stream
 //! connections, name resolution).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,6 +36,11 @@ pub enum StartError {
         name: String,
         source: crate::transport::tls::TlsSetupError,
     },
+    #[error("trunk {name}: TLS: {source}")]
+    TrunkTls {
+        name: String,
+        source: crate::transport::tls::TlsSetupError,
+    },
     #[error("cannot bind the metrics listener on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -63,6 +69,12 @@ pub struct Shared {
     interfaces: Vec<String>,
     local_ips: Vec<std::net::IpAddr>,
     media: Option<crate::media_relay::MediaRelay>,
+    /// TLS client settings of the trunks with transport tls (or a TLS listener to send from,
+    /// for NAPTR/SRV results that choose TLS), by trunk name.
+    tls_trunks: HashMap<String, tls::TrunkClient>,
+    /// Which trunk an address was last connected to over TLS: a reconnection for an
+    /// in-dialog request (which names no trunk) takes that trunk's settings.
+    tls_peers: Mutex<HashMap<SocketAddr, String>>,
 }
 
 impl Shared {
@@ -185,6 +197,48 @@ impl Shared {
         }
     }
 
+    /// No open connection to `addr` for `t`: opens a TLS connection toward the trunk `t` goes
+    /// to (or the trunk last connected at that address), with that trunk's TLS settings.
+    /// Anything else (WebSocket, a TLS peer that is no trunk) fails: the SBC does not open
+    /// those connections.
+    fn open_tls(self: &Arc<Self>, t: Transmit, addr: SocketAddr, out: Outgoing) {
+        let trunk = match (t.transport, &t.trunk) {
+            (Transport::Tls, Some(name)) => Some(name.clone()),
+            (Transport::Tls, None) => self.tls_peer_trunk(addr),
+            _ => None,
+        };
+        let Some((trunk, client)) =
+            trunk.and_then(|n| self.tls_trunks.get(&n).cloned().map(|c| (n, c)))
+        else {
+            debug!(transport = %t.transport, %addr, trunk = ?t.trunk, "no open connection, and none to open (the SBC opens TLS connections toward trunks only)");
+            self.send_failed(&t);
+            return;
+        };
+        let (handle, rx) = self.flows.register_tls_to_trunk(t.listener, addr, &trunk);
+        let _ = handle.tx.send(out);
+        let local_ip = self
+            .local_ips
+            .get(t.listener.0)
+            .copied()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        tls::connect(self.clone(), handle, rx, local_ip, trunk, client);
+    }
+
+    /// A TLS connection to `addr` opened toward `trunk` completed its handshake: a later
+    /// reconnection there for a request that names no trunk takes that trunk's settings.
+    pub(crate) fn tls_connected(&self, addr: SocketAddr, trunk: &str) {
+        self.tls_peers_lock().insert(addr, trunk.to_string());
+    }
+
+    fn tls_peers_lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, String>> {
+        // Plain map updates only: a poisoned lock leaves a consistent map.
+        self.tls_peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tls_peer_trunk(&self, addr: SocketAddr) -> Option<String> {
+        self.tls_peers_lock().get(&addr).cloned()
+    }
+
     fn send_to(self: &Arc<Self>, t: Transmit, addr: SocketAddr) {
         match t.transport {
             Transport::Udp => {
@@ -243,12 +297,22 @@ impl Shared {
                 }
             }
             Transport::Tls | Transport::Ws | Transport::Wss => {
-                // Only connections the peer opened are used; the SBC does not open TLS or
-                // WebSocket connections itself yet.
-                let flow = t
-                    .conn
-                    .and_then(|c| self.flows.get(c))
-                    .or_else(|| self.flows.find_peer(t.transport, addr));
+                // WebSocket connections are only ever opened by the peer (browsers); TLS ones
+                // the SBC opens itself toward trunks.
+                if t.flow_bound && t.conn.and_then(|c| self.flows.get(c)).is_none() {
+                    self.send_failed(&t);
+                    return;
+                }
+                // An open connection to the peer serves, unless the SBC opened it toward
+                // another trunk: its certificate was checked for that trunk's name.
+                let flow = t.conn.and_then(|c| self.flows.get(c)).or_else(|| {
+                    self.flows.find_peer(t.transport, addr).filter(|f| {
+                        match (&f.tls_trunk, &t.trunk) {
+                            (Some(opened_for), Some(wanted)) => **opened_for == **wanted,
+                            _ => true,
+                        }
+                    })
+                });
                 let out = Outgoing {
                     payload: t.payload.clone(),
                     token: t.token,
@@ -262,10 +326,7 @@ impl Shared {
                             }
                         }
                     }
-                    None => {
-                        debug!(transport = %t.transport, %addr, "no open connection and outbound TLS/WebSocket is not implemented");
-                        self.send_failed(&t);
-                    }
+                    None => self.open_tls(t, addr, out),
                 }
             }
         }
@@ -380,6 +441,8 @@ pub async fn run(
         info!(listener = %l.name, interface = %l.interface, transport = %l.transport, address = %l.local, advertised = %l.hostport(), "listening");
     }
 
+    let tls_trunks = tls_trunk_clients(&cfg)?;
+
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
         .await
         .map_err(|source| StartError::Metrics {
@@ -404,6 +467,8 @@ pub async fn run(
         interfaces: listeners.iter().map(|l| l.interface.clone()).collect(),
         local_ips: listeners.iter().map(|l| l.local.ip()).collect(),
         media: crate::media_relay::MediaRelay::start(&cfg, &metrics),
+        tls_trunks,
+        tls_peers: Mutex::new(HashMap::new()),
     });
 
     let mut tasks = Vec::new();
@@ -494,6 +559,51 @@ pub async fn run(
 /// One task per trunk with a host name, keeping its RFC 3263 resolution in the proxy and in
 /// `sbc_trunk_address`. A failed lookup keeps the previous addresses (and the IO layer's
 /// send-time A/AAAA lookup covers a trunk never resolved yet).
+/// The TLS client of every trunk that can be reached over TLS: transport tls, or a name
+/// whose NAPTR/SRV records may choose TLS, on an interface with a TLS listener. The client
+/// certificate is that of the listener the trunk is sent from (its `listener`, else the
+/// interface's first TLS listener, as the proxy picks it).
+fn tls_trunk_clients(cfg: &Config) -> Result<HashMap<String, tls::TrunkClient>, StartError> {
+    let mut out = HashMap::new();
+    for t in &cfg.trunks {
+        let Some(iface) = cfg.interfaces.iter().find(|i| i.name == t.interface) else {
+            continue;
+        };
+        let pinned = (t.transport == portcullis_config::TrunkTransport::Tls)
+            .then_some(t.listener.as_deref())
+            .flatten();
+        let Some(listener) = iface.listeners.iter().find(|l| {
+            l.proto == portcullis_config::Proto::Tls && pinned.is_none_or(|p| p == l.name)
+        }) else {
+            continue;
+        };
+        let explicit = t.transport == portcullis_config::TrunkTransport::Tls;
+        if !explicit
+            && t.host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+        {
+            continue; // an address with transport udp/tcp: never TLS
+        }
+        match tls::trunk_client(t, listener.tls.as_ref()) {
+            Ok(client) => {
+                out.insert(t.name.clone(), client);
+            }
+            Err(source) if explicit => {
+                return Err(StartError::TrunkTls {
+                    name: t.name.clone(),
+                    source,
+                })
+            }
+            Err(e) => {
+                warn!(trunk = %t.name, error = %e, "no TLS client for this trunk: TLS records its name resolves to will fail")
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn start_dns(cfg: &Config, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     let queries = shared.proxy().dns_queries();
     if queries.is_empty() {

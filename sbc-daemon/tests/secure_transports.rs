@@ -236,3 +236,239 @@ async fn websocket_requires_sip_subprotocol_and_reaches_registered_browser_over_
         "{finals:?}"
     );
 }
+
+/// Reads one SIP message (headers, no body) from a stream.
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.contains("\r\n\r\n") {
+        let n = timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("message in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before a whole message: {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
+
+/// The first final response to `call_id` the UDP caller gets.
+async fn final_response(caller: &UdpSocket, call_id: &str) -> String {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Ok((n, _))) =
+            timeout(Duration::from_millis(500), caller.recv_from(&mut buf)).await
+        {
+            let r = String::from_utf8_lossy(&buf[..n]).to_string();
+            if r.contains(call_id) && r.starts_with("SIP/2.0 ") && !r.starts_with("SIP/2.0 1") {
+                return r;
+            }
+        }
+    }
+    panic!("no final response to {call_id}");
+}
+
+/// A trunk with `transport: tls`: sbcd opens the TLS connection itself, checks the trunk's
+/// certificate against the trunk's `tls.ca` and name, and presents its TLS listener's
+/// certificate when the trunk asks (mutual TLS). The trunk here is a rustls server that
+/// requires that client certificate. A trunk whose certificate is not valid for the
+/// configured name, or not signed by its CA, gets no request: the caller gets 503 and
+/// `sbc_sip_tls_client_failures_total{trunk}` counts the failed handshakes.
+#[tokio::test]
+async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
+    let (sip, metrics) = ports(2);
+    let udp_port = sip + 100;
+    let trunk_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trunk_port = trunk_listener.local_addr().unwrap().port();
+    trunk_listener.set_nonblocking(true).unwrap();
+    let trunk_listener = tokio::net::TcpListener::from_std(trunk_listener).unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("portcullis-tlstrunk-{}-{sip}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sbc = rcgen::generate_simple_self_signed(vec!["sbc.test".to_string()]).unwrap();
+    let trunk = rcgen::generate_simple_self_signed(vec!["trunk.test".to_string()]).unwrap();
+    for (name, pem) in [
+        ("sbc.pem", sbc.cert.pem()),
+        ("sbc.key", sbc.signing_key.serialize_pem()),
+        ("trunk.pem", trunk.cert.pem()),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let p = |f: &str| dir.join(f).display().to_string();
+    let yaml = format!(
+        "logging: {{ level: warn }}\nmetrics: {{ listen: \"127.0.0.1:{metrics}\" }}\n\
+         interfaces:\n  - name: lo\n    listeners:\n\
+         \x20     - {{ name: lo-udp, proto: udp, address: 127.0.0.1, port: {udp_port} }}\n\
+         \x20     - {{ name: lo-tls, proto: tls, address: 127.0.0.1, port: {sip}, tls: {{ certificate: {}, private_key: {} }} }}\n\
+         trunks:\n\
+         \x20 - {{ name: good, host: 127.0.0.1, port: {trunk_port}, transport: tls, tls: {{ ca: {}, server_name: trunk.test }}, group: good, interface: lo }}\n\
+         \x20 - {{ name: wrongname, host: 127.0.0.1, port: {trunk_port}, transport: tls, tls: {{ ca: {}, server_name: other.test }}, group: wrongname, interface: lo }}\n\
+         \x20 - {{ name: wrongca, host: 127.0.0.1, port: {trunk_port}, transport: tls, tls: {{ ca: {}, server_name: trunk.test }}, group: wrongca, interface: lo }}\n\
+         routes:\n\
+         \x20 - {{ name: r1, match: {{ user_prefix: \"1\" }}, group: good }}\n\
+         \x20 - {{ name: r2, match: {{ user_prefix: \"2\" }}, group: wrongname }}\n\
+         \x20 - {{ name: r3, match: {{ user_prefix: \"3\" }}, group: wrongca }}\n",
+        p("sbc.pem"),
+        p("sbc.key"),
+        p("trunk.pem"),
+        p("trunk.pem"),
+        p("sbc.pem"),
+    );
+    let _d = start(&yaml, Some(dir)).await;
+
+    // The trunk: TLS with its certificate, requiring a client certificate signed by (here:
+    // equal to) the SBC's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut client_roots = rustls::RootCertStore::empty();
+    client_roots.add(sbc.cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(client_roots))
+        .build()
+        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(trunk.signing_key.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![trunk.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let handshakes = Arc::new(std::sync::Mutex::new(Vec::<Result<(), String>>::new()));
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let seen = handshakes.clone();
+    let trunk_task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = trunk_listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            let got_tx = got_tx.clone();
+            tokio::spawn(async move {
+                let mut tls = match timeout(Duration::from_secs(5), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        seen.lock().unwrap().push(Err(e.to_string()));
+                        return;
+                    }
+                    Err(_) => {
+                        seen.lock().unwrap().push(Err("timeout".into()));
+                        return;
+                    }
+                };
+                seen.lock().unwrap().push(Ok(()));
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref().to_vec())
+                    .unwrap_or_default();
+                // The INVITE; answered 486 over the same connection.
+                let invite = read_message(&mut tls).await;
+                let vias: Vec<&str> = invite.lines().filter(|l| l.starts_with("Via:")).collect();
+                let header = |n: &str| {
+                    invite
+                        .lines()
+                        .find(|l| l.starts_with(n))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let resp = format!(
+                    "SIP/2.0 486 Busy Here\r\n{}\r\n{}\r\n{};tag=trunk\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                    vias.join("\r\n"),
+                    header("From:"),
+                    header("To:"),
+                    header("Call-ID:"),
+                    header("CSeq:")
+                );
+                tls.write_all(resp.as_bytes()).await.unwrap();
+                let _ = got_tx.send((invite, client_cert));
+                // Keep the connection for sbcd's ACK.
+                let mut buf = [0u8; 2048];
+                let _ = timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+            });
+        }
+    });
+
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cport = caller.local_addr().unwrap().port();
+    let invite = |user: &str, id: &str| {
+        format!(
+            "INVITE sip:{user}@127.0.0.1:{udp_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{cport};rport;branch=z9hG4bK{id}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=c1\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: {id}@test\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{cport}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+
+    // Verified trunk: the INVITE goes over TLS with our listener's certificate, the
+    // trunk's 486 comes back to the caller.
+    caller
+        .send_to(invite("1001", "tlsok").as_bytes(), ("127.0.0.1", udp_port))
+        .await
+        .unwrap();
+    let (got, client_cert) = timeout(Duration::from_secs(8), got_rx.recv())
+        .await
+        .expect("INVITE at the TLS trunk in time")
+        .expect("trunk task alive");
+    assert!(got.starts_with("INVITE sip:1001@"), "{got}");
+    assert!(
+        got.lines()
+            .find(|l| l.starts_with("Via:"))
+            .is_some_and(|v| v.starts_with("Via: SIP/2.0/TLS 127.0.0.1:")),
+        "sbcd's Via names TLS and its TLS listener: {got}"
+    );
+    assert_eq!(
+        client_cert,
+        sbc.cert.der().to_vec(),
+        "sbcd presents its TLS listener's certificate"
+    );
+    let r = final_response(&caller, "tlsok@test").await;
+    assert!(r.starts_with("SIP/2.0 486"), "{r}");
+
+    // A certificate not valid for the configured name, and one not signed by the
+    // configured CA: no request reaches the trunk, the caller gets 503.
+    for (user, id) in [("2002", "tlsname"), ("3003", "tlsca")] {
+        caller
+            .send_to(invite(user, id).as_bytes(), ("127.0.0.1", udp_port))
+            .await
+            .unwrap();
+        let r = final_response(&caller, &format!("{id}@test")).await;
+        assert!(r.starts_with("SIP/2.0 503"), "{id}: {r}");
+    }
+    assert!(
+        timeout(Duration::from_millis(300), got_rx.recv())
+            .await
+            .is_err(),
+        "no INVITE reached the trunk over an unverified connection"
+    );
+    let outcomes = handshakes.lock().unwrap().clone();
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "only the verified connection completes its handshake: {outcomes:?}"
+    );
+
+    // The failures are counted per trunk.
+    let mut http = TcpStream::connect(("127.0.0.1", metrics)).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    timeout(Duration::from_secs(5), http.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    for t in ["wrongname", "wrongca"] {
+        assert!(
+            body.contains(&format!(
+                "sbc_sip_tls_client_failures_total{{trunk=\"{t}\"}} 1"
+            )),
+            "failure of trunk {t} counted: {}",
+            body.lines()
+                .filter(|l| l.contains("tls_client"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    trunk_task.abort();
+}

@@ -145,6 +145,7 @@ impl Hop {
             payload,
             token,
             flow_bound: conn.is_some() && self.flow.as_ref().is_some_and(|f| f.bound),
+            trunk: self.trunk.clone(),
         }
     }
 
@@ -394,10 +395,10 @@ impl Proxy {
                     request_uri.push_str(";transport=");
                     request_uri.push_str(transport.param());
                 }
-                Some(ProbeTarget {
-                    hop: Hop::to(destination, transport, listener.id),
-                    request_uri,
-                })
+                let mut hop = Hop::to(destination, transport, listener.id);
+                // For the IO layer's TLS settings; own requests fail no branch over.
+                hop.trunk = Some(t.name.clone());
+                Some(ProbeTarget { hop, request_uri })
             })
             .collect();
         for i in 0..health.len() {
@@ -846,6 +847,7 @@ impl Proxy {
                     payload: resp,
                     token: None,
                     flow_bound: false,
+                    trunk: None,
                 };
                 self.out.push_back(t);
             }
@@ -887,6 +889,7 @@ impl Proxy {
             payload,
             token: None,
             flow_bound: false,
+            trunk: None,
         });
     }
 
@@ -1436,6 +1439,7 @@ impl Proxy {
             payload,
             token: None,
             flow_bound: false,
+            trunk: None,
         });
         self.schedule(TimerRef::Server(id));
     }
@@ -1737,6 +1741,7 @@ impl Proxy {
             payload: msg.to_bytes(),
             token: None,
             flow_bound: false,
+            trunk: hop.trunk,
         });
     }
 
@@ -2191,6 +2196,7 @@ impl Proxy {
             payload: msg.to_bytes(),
             token: None,
             flow_bound: false,
+            trunk: None,
         });
     }
 
@@ -2259,6 +2265,7 @@ impl Proxy {
                             payload: resp,
                             token: None,
                             flow_bound: false,
+                            trunk: None,
                         });
                     }
                 }

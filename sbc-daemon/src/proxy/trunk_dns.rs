@@ -45,14 +45,14 @@ impl Proxy {
     }
 
     /// Trunks whose host is a name, with what to ask for each. NAPTR/SRV results are
-    /// limited to transports the trunk's interface can send on (UDP, TCP; the SBC does not
-    /// open TLS connections itself yet).
+    /// limited to transports the trunk's interface has a listener to send from (TLS needs a
+    /// TLS listener: its certificate is the client certificate).
     pub fn dns_queries(&self) -> Vec<(String, TrunkQuery)> {
         self.router
             .trunks()
             .filter(|t| addressing::parse_host_ip(&t.host).is_none())
             .map(|t| {
-                let supported = [Transport::Udp, Transport::Tcp]
+                let supported = [Transport::Udp, Transport::Tcp, Transport::Tls]
                     .into_iter()
                     .filter(|tp| {
                         self.local

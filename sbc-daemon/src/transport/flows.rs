@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -26,6 +26,9 @@ pub struct FlowHandle {
     pub transport: Transport,
     pub remote: SocketAddr,
     pub tx: mpsc::UnboundedSender<Outgoing>,
+    /// A TLS connection the SBC opened toward this trunk (its certificate was checked for
+    /// that trunk's name); None for accepted connections and other transports.
+    pub tls_trunk: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -55,6 +58,26 @@ impl FlowTable {
         transport: Transport,
         remote: SocketAddr,
     ) -> (FlowHandle, mpsc::UnboundedReceiver<Outgoing>) {
+        self.register_with(listener, transport, remote, None)
+    }
+
+    /// Registers a TLS connection the SBC opens toward `trunk`.
+    pub fn register_tls_to_trunk(
+        &self,
+        listener: ListenerId,
+        remote: SocketAddr,
+        trunk: &str,
+    ) -> (FlowHandle, mpsc::UnboundedReceiver<Outgoing>) {
+        self.register_with(listener, Transport::Tls, remote, Some(Arc::from(trunk)))
+    }
+
+    fn register_with(
+        &self,
+        listener: ListenerId,
+        transport: Transport,
+        remote: SocketAddr,
+        tls_trunk: Option<Arc<str>>,
+    ) -> (FlowHandle, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inner = self.lock();
         inner.next += 1;
@@ -65,6 +88,7 @@ impl FlowTable {
             transport,
             remote,
             tx,
+            tls_trunk,
         };
         inner.by_id.insert(id, handle.clone());
         inner.by_peer.insert((transport, remote), id);

@@ -143,4 +143,7 @@ pub struct Transmit {
     /// send fails instead of opening a new connection, which a NATed client could not
     /// accept anyway.
     pub flow_bound: bool,
+    /// The trunk the message goes to, if any: a TLS connection the IO layer opens takes the
+    /// trunk's TLS client settings (certificate verification, server name).
+    pub trunk: Option<String>,
 }

@@ -69,40 +69,56 @@ pub fn connect(
     local_ip: std::net::IpAddr,
 ) {
     tokio::spawn(async move {
-        let timeout = shared.io.connect_timeout;
-        let result = async {
-            let socket = if handle.remote.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            if !local_ip.is_unspecified() && local_ip.is_ipv4() == handle.remote.is_ipv4() {
-                socket.bind(SocketAddr::new(local_ip, 0))?;
-            }
-            tokio::time::timeout(timeout, socket.connect(handle.remote))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))?
-        }
-        .await;
-        match result {
+        match dial(&shared, handle.remote, local_ip).await {
             Ok(stream) => {
-                tune(&stream, shared.io.tcp_keepalive);
                 debug!(remote = %handle.remote, conn = handle.id.0, "connected");
                 run_stream(shared, handle, stream, rx);
             }
             Err(e) => {
                 warn!(remote = %handle.remote, error = %e, "TCP connect failed");
                 shared.metrics.tcp_connect_failure();
-                shared.flows.remove(handle.id);
-                rx.close();
-                while let Ok(m) = rx.try_recv() {
-                    if let Some(t) = m.token {
-                        shared.transport_error(t);
-                    }
-                }
+                connect_failed(&shared, &handle, &mut rx);
             }
         }
     });
+}
+
+/// The TCP part of an outbound stream connection (TCP, or under TLS): from the listener's
+/// address when it has one of the remote's family, within the connect timeout, tuned.
+pub(super) async fn dial(
+    shared: &Shared,
+    remote: SocketAddr,
+    local_ip: std::net::IpAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !local_ip.is_unspecified() && local_ip.is_ipv4() == remote.is_ipv4() {
+        socket.bind(SocketAddr::new(local_ip, 0))?;
+    }
+    let stream = tokio::time::timeout(shared.io.connect_timeout, socket.connect(remote))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+    tune(&stream, shared.io.tcp_keepalive);
+    Ok(stream)
+}
+
+/// An outbound connection could not be opened: forget its flow and report every message
+/// queued on it as a transport error.
+pub(super) fn connect_failed(
+    shared: &Arc<Shared>,
+    handle: &FlowHandle,
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+) {
+    shared.flows.remove(handle.id);
+    rx.close();
+    while let Ok(m) = rx.try_recv() {
+        if let Some(t) = m.token {
+            shared.transport_error(t);
+        }
+    }
 }
 
 #[cfg(test)]
