@@ -54,6 +54,9 @@ pub struct Trunk {
     /// `naptr` is set and no transport is written either).
     pub host_name: Option<String>,
     pub naptr: bool,
+    /// sbcd only: a TLS trunk with these `tls` settings (a YAML flow mapping such as
+    /// `{ ca: /x/ca.pem, server_name: pbx.test }`); `transport` is then ignored.
+    pub tls: Option<String>,
 }
 
 impl Trunk {
@@ -68,6 +71,7 @@ impl Trunk {
             probe_interval_s: None,
             host_name: None,
             naptr: false,
+            tls: None,
         }
     }
 }
@@ -214,15 +218,14 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
             .probe_interval_s
             .map(|s| format!(", probe_interval_s: {s}"))
             .unwrap_or_default();
+        let transport = match &t.tls {
+            Some(tls) => format!("tls, tls: {tls}"),
+            None => t.transport.name().to_string(),
+        };
         let place = match (&t.host_name, t.naptr) {
             (Some(name), true) => format!("host: {name}"),
-            (Some(name), false) => format!("host: {name}, transport: {}", t.transport.name()),
-            (None, _) => format!(
-                "host: {}, port: {}, transport: {}",
-                t.host,
-                t.port,
-                t.transport.name()
-            ),
+            (Some(name), false) => format!("host: {name}, transport: {transport}"),
+            (None, _) => format!("host: {}, port: {}, transport: {transport}", t.host, t.port),
         };
         y.push_str(&format!(
             "  - {{ name: {}, {place}, group: core, interface: inside, priority: {}{probe} }}\n",
@@ -249,14 +252,27 @@ pub fn sbcd_config(spec: &ProxySpec) -> String {
 /// `{ name: out-wss, proto: wss, ... }`) added to the outside interface after its UDP and
 /// TCP listeners.
 pub fn sbcd_config_with_outside_listeners(spec: &ProxySpec, listeners: &[String]) -> String {
+    sbcd_config_with_listeners(spec, listeners, &[])
+}
+
+/// [`sbcd_config`] with `outside` and `inside` listeners (YAML flow mappings) added to
+/// each interface after its UDP and TCP listeners.
+pub fn sbcd_config_with_listeners(
+    spec: &ProxySpec,
+    outside: &[String],
+    inside: &[String],
+) -> String {
     let mut out = String::new();
     for line in sbcd_config(spec).lines() {
         out.push_str(line);
         out.push('\n');
-        if line.trim_start().starts_with("- { name: out-tcp,") {
-            for l in listeners {
-                out.push_str(&format!("      - {l}\n"));
-            }
+        let extra = match line.trim_start() {
+            l if l.starts_with("- { name: out-tcp,") => outside,
+            l if l.starts_with("- { name: in-tcp,") => inside,
+            _ => &[],
+        };
+        for l in extra {
+            out.push_str(&format!("      - {l}\n"));
         }
     }
     out
