@@ -397,6 +397,22 @@ pub async fn run(
         .iter()
         .flat_map(|i| i.listeners.iter().map(|l| l.tls.clone()))
         .collect();
+    // Certificates of the TLS/WSS listeners, by listener id; re-read on SIGHUP.
+    let mut cert_sources: Vec<Option<Arc<tls::CertSource>>> = Vec::new();
+    for l in &listeners {
+        let source = match tls_settings.get(l.id.0).and_then(Option::as_ref) {
+            Some(settings) => {
+                Some(
+                    tls::CertSource::load(settings).map_err(|source| StartError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        cert_sources.push(source);
+    }
     for l in &listeners {
         match l.transport {
             Transport::Udp => {
@@ -419,14 +435,17 @@ pub async fn run(
                 udp_sockets.push(None);
             }
             Transport::Tls | Transport::Ws | Transport::Wss => {
-                let acceptor = match tls_settings.get(l.id.0).cloned().flatten() {
-                    Some(settings) => {
-                        Some(tls::acceptor(&settings).map_err(|source| StartError::Tls {
+                let acceptor = match (
+                    tls_settings.get(l.id.0).and_then(Option::as_ref),
+                    cert_sources.get(l.id.0).cloned().flatten(),
+                ) {
+                    (Some(settings), Some(source)) => Some(
+                        tls::acceptor(settings, source).map_err(|source| StartError::Tls {
                             name: l.name.clone(),
                             source,
-                        })?)
-                    }
-                    None => None,
+                        })?,
+                    ),
+                    _ => None,
                 };
                 let s = tcp::bind(l.local).map_err(|source| StartError::Bind {
                     proto: l.transport.param(),
@@ -441,7 +460,7 @@ pub async fn run(
         info!(listener = %l.name, interface = %l.interface, transport = %l.transport, address = %l.local, advertised = %l.hostport(), "listening");
     }
 
-    let tls_trunks = tls_trunk_clients(&cfg)?;
+    let tls_trunks = tls_trunk_clients(&cfg, &cert_sources)?;
 
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
         .await
@@ -547,6 +566,16 @@ pub async fn run(
     }
     tasks.extend(start_dns(&cfg, &shared));
     tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));
+    let reloadable: Vec<(String, Arc<tls::CertSource>)> = listeners
+        .iter()
+        .filter_map(|l| {
+            let s = cert_sources.get(l.id.0).cloned().flatten()?;
+            Some((l.name.clone(), s))
+        })
+        .collect();
+    if !reloadable.is_empty() {
+        tasks.push(tokio::spawn(reload_certificates_on_sighup(reloadable)));
+    }
 
     shutdown.await;
     info!("shutting down");
@@ -559,22 +588,57 @@ pub async fn run(
 /// One task per trunk with a host name, keeping its RFC 3263 resolution in the proxy and in
 /// `sbc_trunk_address`. A failed lookup keeps the previous addresses (and the IO layer's
 /// send-time A/AAAA lookup covers a trunk never resolved yet).
+/// Re-reads the TLS listeners' certificate and key files on every SIGHUP (`systemctl reload
+/// sbcd`): new connections, accepted or opened toward trunks, use the renewed certificate,
+/// open ones keep theirs. A file that cannot be used leaves the previous certificate in place.
+/// Nothing else of the configuration is reloaded.
+async fn reload_certificates_on_sighup(sources: Vec<(String, Arc<tls::CertSource>)>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "no SIGHUP handler: TLS certificates are not reloadable");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        for (listener, source) in &sources {
+            match source.reload() {
+                Ok(()) => {
+                    info!(%listener, certificate = %source.path().display(), "TLS certificate reloaded")
+                }
+                Err(e) => {
+                    warn!(%listener, error = %e, "TLS certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+    }
+}
+
 /// The TLS client of every trunk that can be reached over TLS: transport tls, or a name
 /// whose NAPTR/SRV records may choose TLS, on an interface with a TLS listener. The client
 /// certificate is that of the listener the trunk is sent from (its `listener`, else the
 /// interface's first TLS listener, as the proxy picks it).
-fn tls_trunk_clients(cfg: &Config) -> Result<HashMap<String, tls::TrunkClient>, StartError> {
+fn tls_trunk_clients(
+    cfg: &Config,
+    cert_sources: &[Option<Arc<tls::CertSource>>],
+) -> Result<HashMap<String, tls::TrunkClient>, StartError> {
     let mut out = HashMap::new();
     for t in &cfg.trunks {
-        let Some(iface) = cfg.interfaces.iter().find(|i| i.name == t.interface) else {
-            continue;
-        };
         let pinned = (t.transport == portcullis_config::TrunkTransport::Tls)
             .then_some(t.listener.as_deref())
             .flatten();
-        let Some(listener) = iface.listeners.iter().find(|l| {
-            l.proto == portcullis_config::Proto::Tls && pinned.is_none_or(|p| p == l.name)
-        }) else {
+        // Listener ids number the listeners of all interfaces in config order.
+        let Some(id) = cfg
+            .interfaces
+            .iter()
+            .flat_map(|i| i.listeners.iter().map(move |l| (i, l)))
+            .position(|(i, l)| {
+                i.name == t.interface
+                    && l.proto == portcullis_config::Proto::Tls
+                    && pinned.is_none_or(|p| p == l.name)
+            })
+        else {
             continue;
         };
         let explicit = t.transport == portcullis_config::TrunkTransport::Tls;
@@ -586,7 +650,7 @@ fn tls_trunk_clients(cfg: &Config) -> Result<HashMap<String, tls::TrunkClient>, 
         {
             continue; // an address with transport udp/tcp: never TLS
         }
-        match tls::trunk_client(t, listener.tls.as_ref()) {
+        match tls::trunk_client(t, cert_sources.get(id).cloned().flatten()) {
             Ok(client) => {
                 out.insert(t.name.clone(), client);
             }

@@ -472,3 +472,137 @@ async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
     }
     trunk_task.abort();
 }
+
+/// The certificate a TLS server at 127.0.0.1:`port` presents (trusting `roots`, name
+/// `sbc.test`).
+async fn presented_certificate(
+    port: u16,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Vec<u8> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("sbc.test").unwrap();
+    let tls = timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default()
+}
+
+/// `systemctl reload sbcd` (SIGHUP to the real sbcd binary) puts a renewed listener
+/// certificate in use for new connections without a restart; a file that cannot be used
+/// leaves the previous certificate in place and sbcd running.
+#[tokio::test]
+async fn sighup_reloads_the_listener_certificate() {
+    let (sip, metrics) = ports(3);
+    let dir = std::env::temp_dir().join(format!("portcullis-reload-{}-{sip}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first = rcgen::generate_simple_self_signed(vec!["sbc.test".to_string()]).unwrap();
+    let renewed = rcgen::generate_simple_self_signed(vec!["sbc.test".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, first.cert.pem()).unwrap();
+    std::fs::write(&key, first.signing_key.serialize_pem()).unwrap();
+    let yaml = dir.join("sbc.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "logging: {{ level: info }}\nmetrics: {{ listen: \"127.0.0.1:{metrics}\" }}\ninterfaces:\n  - name: lo\n    listeners:\n      - {{ name: lo-tls, proto: tls, address: 127.0.0.1, port: {sip}, tls: {{ certificate: {}, private_key: {} }} }}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("sbcd.log");
+    /// Ends the sbcd this test started (by its PID), whatever happens.
+    struct Started(std::process::Child);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sbcd = Started(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sbcd"))
+            .arg("--config")
+            .arg(&yaml)
+            .stdout(std::fs::File::create(dir.join("sbcd.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sbcd"),
+    );
+    let pid = sbcd.0.id().to_string();
+    let hup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP {pid}");
+    };
+    let result = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", sip)).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sbcd listening in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let roots = [first.cert.der().clone(), renewed.cert.der().clone()];
+        assert_eq!(
+            presented_certificate(sip, &roots).await,
+            first.cert.der().to_vec()
+        );
+
+        // Renewed in place (as certbot does), then SIGHUP.
+        std::fs::write(&cert, renewed.cert.pem()).unwrap();
+        std::fs::write(&key, renewed.signing_key.serialize_pem()).unwrap();
+        hup();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while presented_certificate(sip, &roots).await != renewed.cert.der().to_vec() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "renewed certificate in use after SIGHUP"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A certificate that does not fit the key: refused, the renewed one stays.
+        std::fs::write(&cert, first.cert.pem()).unwrap();
+        hup();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("TLS certificate not reloaded")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the refusal is logged"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            presented_certificate(sip, &roots).await,
+            renewed.cert.der().to_vec()
+        );
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(30), result).await;
+    let alive = sbcd.0.try_wait().ok().flatten().is_none();
+    drop(sbcd);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(outcome.is_ok(), "timed out; sbcd log:\n{text}");
+    assert!(alive, "sbcd kept running through the reloads; log:\n{text}");
+}

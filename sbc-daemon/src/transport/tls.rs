@@ -5,13 +5,17 @@
 //! listener's certificate presented when the trunk asks for one. Both with a handshake
 //! timeout, then the same stream handling as TCP.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use portcullis_config::{TlsSettings, Trunk, TrunkTls};
+use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -53,15 +57,100 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError
     Ok(certs)
 }
 
-/// Builds the acceptor of a TLS or WSS listener.
-pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsSetupError> {
+/// A listener's certificate chain and key, read from its files at start and again on
+/// [`CertSource::reload`] (sbcd does that on SIGHUP), so that a renewed certificate is used by
+/// every new connection without a restart; open connections keep the one they started with.
+/// It serves as the server certificate of the listener and as the client certificate of
+/// the TLS trunks sent from it.
+pub struct CertSource {
+    certificate: PathBuf,
+    private_key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSource")
+            .field("certificate", &self.certificate)
+            .field("private_key", &self.private_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertSource {
+    /// Reads the listener's certificate chain and key (they must match).
+    pub fn load(settings: &TlsSettings) -> Result<Arc<CertSource>, TlsSetupError> {
+        let key = read_certified_key(&settings.certificate, &settings.private_key)?;
+        Ok(Arc::new(CertSource {
+            certificate: settings.certificate.clone(),
+            private_key: settings.private_key.clone(),
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// Re-reads the files. On any error (unreadable, no certificate, key not matching the
+    /// certificate) the previous certificate stays in use and the error is returned.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let key = read_certified_key(&self.certificate, &self.private_key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+
+    /// The certificate file (for logs).
+    pub fn path(&self) -> &Path {
+        &self.certificate
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for CertSource {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for CertSource {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn read_certified_key(
+    certificate: &Path,
+    private_key: &Path,
+) -> Result<CertifiedKey, TlsSetupError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let certs = read_certs(&settings.certificate)?;
-    let key =
-        PrivateKeyDer::from_pem_file(&settings.private_key).map_err(|e| TlsSetupError::Key {
-            path: settings.private_key.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let certs = read_certs(certificate)?;
+    let key = PrivateKeyDer::from_pem_file(private_key).map_err(|e| TlsSetupError::Key {
+        path: private_key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsSetupError::Key {
+        path: private_key.display().to_string(),
+        reason: format!(
+            "does not fit the certificate {}: {e}",
+            certificate.display()
+        ),
+    })
+}
+
+/// Builds the acceptor of a TLS or WSS listener, serving the certificate of `source`.
+pub fn acceptor(
+    settings: &TlsSettings,
+    source: Arc<CertSource>,
+) -> Result<TlsAcceptor, TlsSetupError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = rustls::ServerConfig::builder();
     let config = if settings.verify_client {
         let Some(ca) = &settings.ca else {
@@ -86,10 +175,9 @@ pub fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsSetupError> {
     } else {
         builder.with_no_client_auth()
     };
-    let config = config
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(TlsAcceptor::from(Arc::new(
+        config.with_cert_resolver(source),
+    )))
 }
 
 /// Accepts TLS connections until the listener fails.
@@ -142,10 +230,11 @@ impl std::fmt::Debug for TrunkClient {
     }
 }
 
-/// Builds the TLS client of `trunk`; `client_cert` is the TLS listener it sends from.
+/// Builds the TLS client of `trunk`; `client_cert` is the certificate of the TLS listener
+/// it sends from.
 pub fn trunk_client(
     trunk: &Trunk,
-    client_cert: Option<&TlsSettings>,
+    client_cert: Option<Arc<CertSource>>,
 ) -> Result<TrunkClient, TlsSetupError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = trunk.tls.clone().unwrap_or(TrunkTls {
@@ -182,17 +271,7 @@ pub fn trunk_client(
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match client_cert {
-        Some(l) => {
-            let certs = read_certs(&l.certificate)?;
-            let key =
-                PrivateKeyDer::from_pem_file(&l.private_key).map_err(|e| TlsSetupError::Key {
-                    path: l.private_key.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| TlsSetupError::Config(e.to_string()))?
-        }
+        Some(source) => builder.with_client_cert_resolver(source),
         None => builder.with_no_client_auth(),
     };
     let host = settings.server_name.as_deref().unwrap_or(&trunk.host);
