@@ -51,6 +51,11 @@ struct BuildInfo {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TrunkLabel {
     trunk: String,
 }
@@ -171,6 +176,7 @@ pub struct Metrics {
     tcp_connections: Gauge,
     tcp_connect_failures: Counter,
     tls_client_failures: Family<TrunkLabel, Counter>,
+    tls_certificate_expiry: Family<ListenerLabel, Gauge>,
     registrar_bindings: Gauge,
     dead_flows: Counter,
     trunk_up: Family<TrunkLabel, Gauge>,
@@ -223,6 +229,7 @@ impl Metrics {
         let tcp_connections = Gauge::default();
         let tcp_connect_failures = Counter::default();
         let tls_client_failures = Family::<TrunkLabel, Counter>::default();
+        let tls_certificate_expiry = Family::<ListenerLabel, Gauge>::default();
         let registrar_bindings = Gauge::default();
         let dead_flows = Counter::default();
         let trunk_up = Family::<TrunkLabel, Gauge>::default();
@@ -414,6 +421,12 @@ impl Metrics {
             tls_client_failures.clone(),
         );
         registry.register(
+            "sbc_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate a TLS/WSS listener serves (and presents to TLS trunks) \
+             expires, Unix time; follows `systemctl reload sbcd`",
+            tls_certificate_expiry.clone(),
+        );
+        registry.register(
             "sbc_build_info",
             "Build information (value is always 1)",
             build_info.clone(),
@@ -480,6 +493,7 @@ impl Metrics {
             tcp_connections,
             tcp_connect_failures,
             tls_client_failures,
+            tls_certificate_expiry,
             registrar_bindings,
             dead_flows,
             trunk_up,
@@ -762,6 +776,15 @@ impl Metrics {
 
     pub fn tcp_connect_failure(&self) {
         self.tcp_connect_failures.inc();
+    }
+
+    /// The certificate of `listener` expires at `not_after` (Unix time).
+    pub fn tls_certificate_expiry(&self, listener: &str, not_after: i64) {
+        self.tls_certificate_expiry
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_string(),
+            })
+            .set(not_after);
     }
 
     pub fn tls_client_failure(&self, trunk: &str) {

@@ -565,6 +565,7 @@ pub async fn run(
         }));
     }
     tasks.extend(start_dns(&cfg, &shared));
+    let metrics_for_tls = metrics.clone();
     tasks.push(tokio::spawn(admin::serve(metrics_listener, metrics)));
     let reloadable: Vec<(String, Arc<tls::CertSource>)> = listeners
         .iter()
@@ -573,8 +574,14 @@ pub async fn run(
             Some((l.name.clone(), s))
         })
         .collect();
+    for (listener, source) in &reloadable {
+        publish_expiry(&metrics_for_tls, listener, source);
+    }
     if !reloadable.is_empty() {
-        tasks.push(tokio::spawn(reload_certificates_on_sighup(reloadable)));
+        tasks.push(tokio::spawn(reload_certificates_on_sighup(
+            reloadable,
+            metrics_for_tls,
+        )));
     }
 
     shutdown.await;
@@ -592,7 +599,10 @@ pub async fn run(
 /// sbcd`): new connections, accepted or opened toward trunks, use the renewed certificate,
 /// open ones keep theirs. A file that cannot be used leaves the previous certificate in place.
 /// Nothing else of the configuration is reloaded.
-async fn reload_certificates_on_sighup(sources: Vec<(String, Arc<tls::CertSource>)>) {
+async fn reload_certificates_on_sighup(
+    sources: Vec<(String, Arc<tls::CertSource>)>,
+    metrics: Arc<Metrics>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -605,13 +615,21 @@ async fn reload_certificates_on_sighup(sources: Vec<(String, Arc<tls::CertSource
         for (listener, source) in &sources {
             match source.reload() {
                 Ok(()) => {
-                    info!(%listener, certificate = %source.path().display(), "TLS certificate reloaded")
+                    info!(%listener, certificate = %source.path().display(), not_after = ?source.not_after(), "TLS certificate reloaded");
+                    publish_expiry(&metrics, listener, source);
                 }
                 Err(e) => {
                     warn!(%listener, error = %e, "TLS certificate not reloaded; the previous one stays in use")
                 }
             }
         }
+    }
+}
+
+fn publish_expiry(metrics: &Metrics, listener: &str, source: &tls::CertSource) {
+    match source.not_after() {
+        Some(t) => metrics.tls_certificate_expiry(listener, t),
+        None => warn!(%listener, "cannot read the expiry of the TLS certificate"),
     }
 }
 

@@ -14,8 +14,10 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// SIP and metrics ports of test `slot`, per process, below the ephemeral range (32768+) so
+/// that no connection's or `bind(0)`'s port can take them. UDP listeners use SIP + 100.
 fn ports(slot: u16) -> (u16, u16) {
-    let base = 24000 + (std::process::id() % 1500) as u16 * 10 + slot * 2;
+    let base = 20000 + (std::process::id() % 1000) as u16 * 10 + slot * 2;
     (base, base + 1)
 }
 
@@ -449,15 +451,7 @@ async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
     );
 
     // The failures are counted per trunk.
-    let mut http = TcpStream::connect(("127.0.0.1", metrics)).await.unwrap();
-    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    timeout(Duration::from_secs(5), http.read_to_string(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
+    let body = scrape(metrics).await;
     for t in ["wrongname", "wrongca"] {
         assert!(
             body.contains(&format!(
@@ -471,6 +465,20 @@ async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
         );
     }
     trunk_task.abort();
+}
+
+/// The metrics page of the sbcd whose metrics listener is 127.0.0.1:`port`.
+async fn scrape(port: u16) -> String {
+    let mut http = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    timeout(Duration::from_secs(5), http.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    body
 }
 
 /// The certificate a TLS server at 127.0.0.1:`port` presents (trusting `roots`, name
@@ -511,7 +519,14 @@ async fn sighup_reloads_the_listener_certificate() {
     let dir = std::env::temp_dir().join(format!("portcullis-reload-{}-{sip}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let first = rcgen::generate_simple_self_signed(vec!["sbc.test".to_string()]).unwrap();
-    let renewed = rcgen::generate_simple_self_signed(vec!["sbc.test".to_string()]).unwrap();
+    // The renewed certificate expires 2031-01-01T00:00:00Z = 1924992000.
+    let renewed = {
+        let mut params = rcgen::CertificateParams::new(vec!["sbc.test".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        let signing_key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&signing_key).unwrap();
+        rcgen::CertifiedKey { cert, signing_key }
+    };
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, first.cert.pem()).unwrap();
     std::fs::write(&key, first.signing_key.serialize_pem()).unwrap();
@@ -579,6 +594,12 @@ async fn sighup_reloads_the_listener_certificate() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
+        let expiry = "sbc_tls_certificate_expiry_timestamp_seconds{listener=\"lo-tls\"} 1924992000";
+        assert!(
+            scrape(metrics).await.contains(expiry),
+            "the expiry metric follows the reload"
+        );
+
         // A certificate that does not fit the key: refused, the renewed one stays.
         std::fs::write(&cert, first.cert.pem()).unwrap();
         hup();
@@ -597,6 +618,7 @@ async fn sighup_reloads_the_listener_certificate() {
             presented_certificate(sip, &roots).await,
             renewed.cert.der().to_vec()
         );
+        assert!(scrape(metrics).await.contains(expiry));
     };
     let outcome = tokio::time::timeout(Duration::from_secs(30), result).await;
     let alive = sbcd.0.try_wait().ok().flatten().is_none();

@@ -101,6 +101,15 @@ impl CertSource {
         &self.certificate
     }
 
+    /// When the end-entity certificate in use expires (Unix time); None if it cannot be
+    /// parsed (rustls accepted it, so that would be an unusual encoding).
+    pub fn not_after(&self) -> Option<i64> {
+        let key = self.get();
+        let der = key.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     fn get(&self) -> Arc<CertifiedKey> {
         self.current
             .read()
