@@ -48,6 +48,10 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildInfo {
     version: String,
+    /// SIP over TLS/WSS and TLS trunks (S-35).
+    tls_library: String,
+    /// DTLS-SRTP toward WebRTC peers.
+    dtls_library: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -434,6 +438,8 @@ impl Metrics {
         build_info
             .get_or_create(&BuildInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                tls_library: concat!("rustls ", env!("PORTCULLIS_RUSTLS_VERSION")).to_string(),
+                dtls_library: concat!("rtc-dtls ", env!("PORTCULLIS_DTLS_VERSION")).to_string(),
             })
             .set(1);
         let tx_gauges = TxKind::ALL.map(|k| {
@@ -829,8 +835,15 @@ mod tests {
         assert!(text.contains("sbc_sip_parse_errors_total{interface=\"outside\"} 1"));
         assert!(text.contains("sbc_sip_transactions{kind=\"server_invite\"} 1"));
         assert!(text.contains(&format!(
-            "sbc_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        )));
+            "sbc_build_info{{version=\"{}\",tls_library=\"rustls {}\",dtls_library=\"rtc-dtls {}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("PORTCULLIS_RUSTLS_VERSION"),
+            env!("PORTCULLIS_DTLS_VERSION"),
+        )), "{text}");
+        assert!(
+            env!("PORTCULLIS_RUSTLS_VERSION") != "unknown"
+                && env!("PORTCULLIS_RUSTLS_VERSION").contains('.'),
+            "the TLS library version comes from Cargo.lock"
+        );
     }
 }
