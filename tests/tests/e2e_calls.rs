@@ -53,6 +53,20 @@ const T1_DEFAULT_MS: u32 = 500;
 /// Small T1 for failover tests: Timer B = 64*T1 = 3.2 s for an upstream that is down.
 const T1_FAILOVER_MS: u32 = 50;
 
+/// The topology and the proxy with one trunk, `core` at the callee's address over
+/// `transport`, default timers; None when the test is skipped (not root).
+fn single_trunk(test: &str, transport: Transport) -> Option<(TestEnv, Names, Proxy)> {
+    let (mut env, kind, names) = setup(test)?;
+    let proxy = start_proxy(
+        &mut env,
+        kind,
+        &names.sbc,
+        vec![Trunk::new("core", CORE_IP, transport, 1)],
+        T1_DEFAULT_MS,
+    );
+    Some((env, names, proxy))
+}
+
 fn start_proxy(
     env: &mut TestEnv,
     kind: ProxyKind,
@@ -149,6 +163,8 @@ fn assert_nat_params(msg: &TracedMessage) {
     );
 }
 
+/// Runs `CALLS` calls from a sipp caller outside (`uac_tp`) to a sipp callee inside
+/// (`uas_tp`, at the core address) through the proxy; both scenarios must pass.
 fn run_pair(
     env: &mut TestEnv,
     names: &Names,
@@ -181,20 +197,15 @@ fn run_pair(
     .expect("start sipp uac");
     let uac = uac.finish(Duration::from_secs(40)).expect("uac result");
     let uas = uas.finish(Duration::from_secs(10)).expect("uas result");
+    uac.assert_success();
+    uas.assert_success();
     (uac, uas)
 }
 
 fn basic_call(test: &str, uac_tp: Transport, uas_tp: Transport) {
-    let Some((mut env, kind, names)) = setup(test) else {
+    let Some((mut env, names, mut proxy)) = single_trunk(test, uas_tp) else {
         return;
     };
-    let mut proxy = start_proxy(
-        &mut env,
-        kind,
-        &names.sbc,
-        vec![Trunk::new("core", CORE_IP, uas_tp, 1)],
-        T1_DEFAULT_MS,
-    );
     let (uac, uas) = run_pair(
         &mut env,
         &names,
@@ -203,8 +214,6 @@ fn basic_call(test: &str, uac_tp: Transport, uas_tp: Transport) {
         uac_tp,
         uas_tp,
     );
-    uac.assert_success();
-    uas.assert_success();
 
     // Steady state: the caller never had to retransmit, the callee saw each request once.
     assert_count(
@@ -313,16 +322,9 @@ fn udp_to_tcp_crossing_call() {
 /// Record-Route set back through the proxy to the caller (UDP, outside).
 #[test]
 fn callee_hangs_up_crossing() {
-    let Some((mut env, kind, names)) = setup("callee_hangs_up") else {
+    let Some((mut env, names, mut proxy)) = single_trunk("callee_hangs_up", Transport::Tcp) else {
         return;
     };
-    let mut proxy = start_proxy(
-        &mut env,
-        kind,
-        &names.sbc,
-        vec![Trunk::new("core", CORE_IP, Transport::Tcp, 1)],
-        T1_DEFAULT_MS,
-    );
     let (uac, uas) = run_pair(
         &mut env,
         &names,
@@ -331,8 +333,6 @@ fn callee_hangs_up_crossing() {
         Transport::Udp,
         Transport::Tcp,
     );
-    uac.assert_success();
-    uas.assert_success();
     assert_count(
         "INVITEs at the callee",
         uas.received_requests("INVITE").len(),
@@ -377,16 +377,10 @@ fn callee_hangs_up_crossing() {
 /// INVITE's branch, 487 relayed, hop-by-hop ACKs on both sides.
 #[test]
 fn cancel_before_answer() {
-    let Some((mut env, kind, names)) = setup("cancel_before_answer") else {
+    let Some((mut env, names, mut proxy)) = single_trunk("cancel_before_answer", Transport::Udp)
+    else {
         return;
     };
-    let mut proxy = start_proxy(
-        &mut env,
-        kind,
-        &names.sbc,
-        vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)],
-        T1_DEFAULT_MS,
-    );
     let (uac, uas) = run_pair(
         &mut env,
         &names,
@@ -395,8 +389,6 @@ fn cancel_before_answer() {
         Transport::Udp,
         Transport::Udp,
     );
-    uac.assert_success();
-    uas.assert_success();
     let invites = uas.received_requests("INVITE");
     let cancels = uas.received_requests("CANCEL");
     let acks = uas.received_requests("ACK");
@@ -449,18 +441,11 @@ fn cancel_before_answer() {
 /// (hop-by-hop) and absorbs the caller's ACK. Also checked on the wire with tshark.
 #[test]
 fn busy_486() {
-    let Some((mut env, kind, names)) = setup("busy_486") else {
+    let Some((mut env, names, mut proxy)) = single_trunk("busy_486", Transport::Udp) else {
         return;
     };
     require_tool("tshark", "tshark");
     let (dev_out, dev_in) = (env.topo.sbc_out_dev.clone(), env.topo.sbc_in_dev.clone());
-    let mut proxy = start_proxy(
-        &mut env,
-        kind,
-        &names.sbc,
-        vec![Trunk::new("core", CORE_IP, Transport::Udp, 1)],
-        T1_DEFAULT_MS,
-    );
     let capture = Capture::start(&mut env, &names.sbc, &[&dev_out, &dev_in]).expect("tshark");
     let (uac, uas) = run_pair(
         &mut env,
@@ -471,8 +456,6 @@ fn busy_486() {
         Transport::Udp,
     );
     let wire = capture.finish().expect("decode capture");
-    uac.assert_success();
-    uas.assert_success();
     let invites = uas.received_requests("INVITE");
     let acks = uas.received_requests("ACK");
     assert_count("INVITEs at the callee", invites.len(), CALLS);
@@ -562,8 +545,6 @@ fn failover(test: &str, first_answers_503: bool) {
         Transport::Udp,
         Transport::Udp,
     );
-    uac.assert_success();
-    uas.assert_success();
     assert!(
         uac.received(|m| m.status().is_some_and(|s| s >= 300))
             .is_empty(),
@@ -674,7 +655,7 @@ fn failover_with_options_probing_skips_the_stopped_member() {
     });
     let took = stopped.elapsed();
     assert!(took <= Duration::from_secs(3), "marked down after {took:?}");
-    let (uac, uas) = run_pair(
+    let (_uac, uas) = run_pair(
         &mut env,
         &names,
         "uac_call.xml",
@@ -682,8 +663,6 @@ fn failover_with_options_probing_skips_the_stopped_member() {
         Transport::Udp,
         Transport::Udp,
     );
-    uac.assert_success();
-    uas.assert_success();
     assert_count(
         "calls answered by the second member",
         distinct_calls(&uas.received_requests("INVITE")),
@@ -809,7 +788,7 @@ fn srv_trunk_fails_over_between_srv_targets() {
         SippConfig::uas("uas-a", &names.inside, scn, CORE_IP2, Transport::Udp).calls(CALLS),
     )
     .expect("start first SRV target");
-    let (uac, uas) = run_pair(
+    let (_uac, uas) = run_pair(
         &mut env,
         &names,
         "uac_call.xml",
@@ -817,8 +796,6 @@ fn srv_trunk_fails_over_between_srv_targets() {
         Transport::Udp,
         Transport::Udp,
     );
-    uac.assert_success();
-    uas.assert_success();
     let first = first
         .finish(Duration::from_secs(10))
         .expect("first target result");
@@ -877,7 +854,7 @@ fn naptr_trunk_selects_tcp() {
     let mut proxy = Proxy::start(&mut env, kind, &names.sbc, spec, None)
         .unwrap_or_else(|e| panic!("starting sbcd: {e}"));
     wait_trunk_address(&env, &names.sbc, "pbx", &format!("{CORE_IP}:5060"), "tcp");
-    let (uac, uas) = run_pair(
+    let (_uac, uas) = run_pair(
         &mut env,
         &names,
         "uac_call.xml",
@@ -885,8 +862,6 @@ fn naptr_trunk_selects_tcp() {
         Transport::Udp,
         Transport::Tcp,
     );
-    uac.assert_success();
-    uas.assert_success();
     let invites = uas.received_requests("INVITE");
     assert_count(
         "calls reaching the core over TCP",
