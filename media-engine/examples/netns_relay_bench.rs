@@ -60,8 +60,14 @@
 //!     [--streams 1000] [--pps 50] [--seconds 10] [--rounds 1] [--workers 1] \
 //!     [--only xdp,userspace,rtpengine] [--peak] [--peak-seconds 3] [--nice 0] \
 //!     [--peer-poll-us 0] [--io auto|io_uring|epoll] [--coalesce-us 100] \
-//!     [--xdp-mode native|generic] [--no-connect] [--pin]
+//!     [--xdp-mode native|generic] [--no-connect] [--pin] [--threaded-napi]
 //! ```
+//!
+//! `--threaded-napi`: the SBC's two veths poll like a NIC's queues, for every relay: GRO on
+//! (a veth NAPI without XDP too) and threaded NAPI (`/sys/class/net/<dev>/threaded`, an
+//! operator setting), so that a kernel thread polls what has queued meanwhile instead of a
+//! softirq run for every packet a sender puts in; polls batch, as a NIC's interrupt
+//! coalescing makes them. The threads' CPU is in "tasks". The peers' veths do not change.
 //!
 //! `--pin`: the relay under test (our `relay-*` threads, the whole rtpengine process) on the
 //! last CPU, generator, echo and receivers on the others, alike for every relay and round
@@ -161,6 +167,8 @@ struct Args {
     peer_poll_us: u64,
     /// No connected twin sockets for latched legs (`UserspaceOptions::connect_latched`).
     no_connect: bool,
+    /// `--threaded-napi`: the SBC veths' NAPI (XDP relay only) runs in kernel threads.
+    threaded_napi: bool,
     /// Socket I/O of our userspace relay.
     io: RelayIo,
     /// io_uring coalescing window (default: the library's).
@@ -187,6 +195,7 @@ fn parse_args() -> Result<Args, String> {
         peer_poll_us: 0,
         pin: None,
         no_connect: false,
+        threaded_napi: false,
         io: RelayIo::Auto,
         coalesce_us: None,
         xdp_mode: AttachMode::Native,
@@ -227,6 +236,11 @@ fn parse_args() -> Result<Args, String> {
                     .into_iter()
                     .filter(|r| names.contains(&r.name()))
                     .collect();
+            }
+            "--threaded-napi" => {
+                a.threaded_napi = true;
+                i += 1;
+                continue;
             }
             "--no-connect" => {
                 a.no_connect = true;
@@ -304,15 +318,17 @@ fn raise_nofile() {
 /// PIDs of the ksoftirqd threads (softirq work deferred out of the context
 /// of the task that raised it runs there).
 fn ksoftirqd_pids() -> Vec<u32> {
+    pids_where_comm(|c| c.starts_with("ksoftirqd/"))
+}
+
+/// PIDs of the processes and kernel threads whose name satisfies `f`.
+fn pids_where_comm(f: impl Fn(&str) -> bool) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
-        })
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| f(&c)))
         .collect()
 }
 
@@ -324,6 +340,34 @@ fn tasks_cpu_ns(ksoftirqd: &[u32], rtpengine: Option<u32>) -> u64 {
     ng::pid_cpu_ns(std::process::id())
         + ksoftirqd.iter().map(|&p| ng::pid_cpu_ns(p)).sum::<u64>()
         + rtpengine.map_or(0, ng::pid_cpu_ns)
+        + sbc_napi_threads()
+            .iter()
+            .map(|&p| ng::pid_cpu_ns(p))
+            .sum::<u64>()
+}
+
+/// `--threaded-napi`: the SBC's veths poll like a NIC's queues. GRO on gives a veth NAPI
+/// without XDP too, and threaded NAPI polls it from a kernel thread that takes what has
+/// queued meanwhile, instead of a softirq run for each packet the sender puts in.
+fn sbc_threaded_napi(t: &Topology) {
+    netns::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &t.sbc,
+            "sh",
+            "-c",
+            "for d in sbc0 sbc1; do ethtool -K $d gro on && echo 1 > /sys/class/net/$d/threaded || exit 1; done",
+        ],
+    );
+}
+
+/// The kernel threads polling the SBC veths under `--threaded-napi` (`napi/sbc0-<id>`,
+/// `napi/sbc1-<id>`; none otherwise), looked up at every probe: they come and go with the
+/// XDP relay's attachment.
+fn sbc_napi_threads() -> Vec<u32> {
+    pids_where_comm(|c| c.starts_with("napi/sbc0-") || c.starts_with("napi/sbc1-"))
 }
 
 /// Time (ns) the threads of process `pid` ("self" or a PID) whose name
@@ -468,6 +512,10 @@ fn start_relay(
             if let (Some(p), Relay::Userspace) = (&args.pin, relay) {
                 p.pin_relay(std::process::id(), RELAY_THREADS)
                     .map_err(|e| format!("pin the relay threads: {e}"))?;
+            }
+            if relay == Relay::Xdp && args.threaded_napi {
+                // Attaching XDP may have made the veths' NAPI anew.
+                sbc_threaded_napi(t);
             }
             if relay == Relay::Xdp {
                 // Final at once (SDP peers, no learning); installation is
@@ -700,6 +748,9 @@ fn bench(args: &Args) -> Result<(), String> {
     let streams = args.streams;
     let rate = f64::from(streams) * f64::from(args.pps); // each way
     let t = Topology::new(true);
+    if args.threaded_napi {
+        sbc_threaded_napi(&t);
+    }
     let direct_pass = direct_link(&t);
     let mut via = endpoints(&t, false, Vec::new());
     let direct = endpoints(&t, true, vec![DIRECT_C; usize::from(streams)]);
@@ -737,6 +788,12 @@ fn bench(args: &Args) -> Result<(), String> {
         loadavg()
     );
 
+    if args.threaded_napi {
+        println!(
+            "sbc0/sbc1 with GRO and threaded NAPI for every relay (their napi/* kernel threads \
+             counted in tasks)"
+        );
+    }
     // Fixed load: per round the baseline, each relay, and the baseline again
     // (the next round's first): the machine is shared, the two baselines
     // show the drift.

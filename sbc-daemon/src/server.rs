@@ -216,18 +216,29 @@ impl Shared {
         };
         let (handle, rx) = self.flows.register_tls_to_trunk(t.listener, addr, &trunk);
         let _ = handle.tx.send(out);
-        let local_ip = self
-            .local_ips
-            .get(t.listener.0)
-            .copied()
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        tls::connect(self.clone(), handle, rx, local_ip, trunk, client);
+        tls::connect(
+            self.clone(),
+            handle,
+            rx,
+            self.listener_ip(t.listener),
+            trunk,
+            client,
+        );
     }
 
     /// A TLS connection to `addr` opened toward `trunk` completed its handshake: a later
     /// reconnection there for a request that names no trunk takes that trunk's settings.
     pub(crate) fn tls_connected(&self, addr: SocketAddr, trunk: &str) {
         self.tls_peers_lock().insert(addr, trunk.to_string());
+    }
+
+    /// The address of `listener`, which outbound connections from it are bound to
+    /// (unspecified when unknown: the kernel picks).
+    fn listener_ip(&self, listener: ListenerId) -> std::net::IpAddr {
+        self.local_ips
+            .get(listener.0)
+            .copied()
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     fn tls_peers_lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, String>> {
@@ -287,12 +298,7 @@ impl Shared {
                     None => {
                         let (handle, rx) = self.flows.register(t.listener, Transport::Tcp, addr);
                         let _ = handle.tx.send(out);
-                        let local_ip = self
-                            .local_ips
-                            .get(t.listener.0)
-                            .copied()
-                            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-                        tcp::connect(self.clone(), handle, rx, local_ip);
+                        tcp::connect(self.clone(), handle, rx, self.listener_ip(t.listener));
                     }
                 }
             }

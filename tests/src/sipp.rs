@@ -351,6 +351,17 @@ pub fn is_listening(netns: &str, proto: Transport, ip: Ipv4Addr, port: u16) -> R
         .any(|l| l.split_whitespace().any(|field| field == want)))
 }
 
+/// Waits for a caller and a callee started together (the caller up to `uac_timeout`, the
+/// callee 10 s more) and asserts that both scenarios passed. On failure the test panics and
+/// its [`TestEnv`] prints every log as it is dropped.
+pub fn finish_pair(uac: Sipp, uas: Sipp, uac_timeout: Duration) -> (SippResult, SippResult) {
+    let uac = uac.finish(uac_timeout).expect("uac finished");
+    let uas = uas.finish(Duration::from_secs(10)).expect("uas finished");
+    uac.assert_success();
+    uas.assert_success();
+    (uac, uas)
+}
+
 impl Sipp {
     /// Starts sipp with logs in the test directory (printed if the test fails); for a
     /// UAS (no remote), waits until it listens.

@@ -14,7 +14,9 @@ use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::process::Spec;
 use portcullis_tests::proxy::{Proxy, ProxyKind, ProxySpec, Trunk};
 use portcullis_tests::sipmsg::{via_param, TracedMessage};
-use portcullis_tests::sipp::{call_vars, render, Sipp, SippConfig, SippResult, Transport};
+use portcullis_tests::sipp::{
+    call_vars, finish_pair, render, Sipp, SippConfig, SippResult, Transport,
+};
 use portcullis_tests::TestEnv;
 
 /// Calls per scenario run: several, to exercise the retransmission-free steady state.
@@ -195,11 +197,7 @@ fn run_pair(
         .rate(RATE),
     )
     .expect("start sipp uac");
-    let uac = uac.finish(Duration::from_secs(40)).expect("uac result");
-    let uas = uas.finish(Duration::from_secs(10)).expect("uas result");
-    uac.assert_success();
-    uas.assert_success();
-    (uac, uas)
+    finish_pair(uac, uas, Duration::from_secs(40))
 }
 
 fn basic_call(test: &str, uac_tp: Transport, uas_tp: Transport) {

@@ -10,7 +10,7 @@ use portcullis_tests::capture::{Capture, UdpDatagram};
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP, SBC_OUTSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::proxy::{MediaSpec, Proxy, ProxyKind, ProxySpec, Trunk};
-use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
+use portcullis_tests::sipp::{finish_pair, render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
 const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
@@ -140,13 +140,7 @@ fn media_call(test: &str, datapath: &'static str) -> Option<MediaCall> {
     uac_cfg.extra_args = media(CLIENT_IP, 21000, false);
     uac_cfg.timeout = Duration::from_secs(30);
     let uac = Sipp::start(&mut env, uac_cfg).expect("start uac");
-    let uac_res = uac.finish(Duration::from_secs(30)).expect("uac finished");
-    let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
-    if uac_res.exit_code != Some(0) || uas_res.exit_code != Some(0) {
-        env.dump_logs();
-    }
-    uac_res.assert_success();
-    uas_res.assert_success();
+    finish_pair(uac, uas, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1500));
     let rtp = capture.finish_udp().expect("read capture");
     Some(MediaCall {
@@ -296,13 +290,7 @@ fn media_timeout_ends_the_call_with_bye_to_both_legs() {
     ];
     let started = std::time::Instant::now();
     let uac = Sipp::start(&mut env, uac_cfg).expect("start uac");
-    let uac_res = uac.finish(Duration::from_secs(30)).expect("uac finished");
-    let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
-    if uac_res.exit_code != Some(0) || uas_res.exit_code != Some(0) {
-        env.dump_logs();
-    }
-    uac_res.assert_success();
-    uas_res.assert_success();
+    finish_pair(uac, uas, Duration::from_secs(30));
     // The BYEs come after the 3 s timeout (checked once each scenario got its BYE).
     assert!(
         started.elapsed() >= Duration::from_secs(3),

@@ -15,7 +15,7 @@ use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP, SBC_OUTSIDE_IP}
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::process::Spec;
 use portcullis_tests::proxy::{sbcd_config_with_listeners, Proxy, ProxySpec, Trunk};
-use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
+use portcullis_tests::sipp::{finish_pair, render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
 const CALLS: u32 = 3;
@@ -221,13 +221,7 @@ fn call_through_a_tls_trunk_with_mutual_certificates() {
         .rate(10),
     )
     .expect("start sipp uac");
-    let uac = uac.finish(Duration::from_secs(40)).expect("uac result");
-    let uas = uas.finish(Duration::from_secs(10)).expect("uas result");
-    if uac.exit_code != Some(0) || uas.exit_code != Some(0) {
-        env.dump_logs();
-    }
-    uac.assert_success();
-    uas.assert_success();
+    let (uac, uas) = finish_pair(uac, uas, Duration::from_secs(40));
     // Everything the callee got came through stunnel, i.e. over TLS, including the
     // end-to-end ACKs and BYEs sent to its TLS Contact.
     for (what, n) in [

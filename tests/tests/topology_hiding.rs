@@ -16,7 +16,7 @@ use portcullis_tests::capture::Capture;
 use portcullis_tests::netns::{CLIENT_IP, CORE_IP, SBC_INSIDE_IP};
 use portcullis_tests::privileged::{require_root, require_tool};
 use portcullis_tests::proxy::{Proxy, ProxySpec};
-use portcullis_tests::sipp::{render, Sipp, SippConfig, Transport};
+use portcullis_tests::sipp::{finish_pair, render, Sipp, SippConfig, Transport};
 use portcullis_tests::TestEnv;
 
 const CONFIG: &str = r#"
@@ -89,13 +89,7 @@ fn run_pair(
         ];
     }
     let uac = Sipp::start(env, uac_cfg).expect("start uac");
-    let uac_res = uac.finish(Duration::from_secs(30)).expect("uac finished");
-    let uas_res = uas.finish(Duration::from_secs(10)).expect("uas finished");
-    if uac_res.exit_code != Some(0) || uas_res.exit_code != Some(0) {
-        env.dump_logs();
-    }
-    uac_res.assert_success();
-    uas_res.assert_success();
+    finish_pair(uac, uas, Duration::from_secs(30));
 }
 
 #[test]
