@@ -305,13 +305,15 @@ impl Shared {
             Transport::Tls | Transport::Ws | Transport::Wss => {
                 // WebSocket connections are only ever opened by the peer (browsers); TLS ones
                 // the SBC opens itself toward trunks.
-                if t.flow_bound && t.conn.and_then(|c| self.flows.get(c)).is_none() {
+                let flow = t.conn.and_then(|c| self.flows.get(c));
+                if flow.is_none() && t.flow_bound {
+                    // A registered client's connection is gone: it cannot be reopened (S-02).
                     self.send_failed(&t);
                     return;
                 }
                 // An open connection to the peer serves, unless the SBC opened it toward
                 // another trunk: its certificate was checked for that trunk's name.
-                let flow = t.conn.and_then(|c| self.flows.get(c)).or_else(|| {
+                let flow = flow.or_else(|| {
                     self.flows.find_peer(t.transport, addr).filter(|f| {
                         match (&f.tls_trunk, &t.trunk) {
                             (Some(opened_for), Some(wanted)) => **opened_for == **wanted,
@@ -598,9 +600,6 @@ pub async fn run(
     Ok(())
 }
 
-/// One task per trunk with a host name, keeping its RFC 3263 resolution in the proxy and in
-/// `sbc_trunk_address`. A failed lookup keeps the previous addresses (and the IO layer's
-/// send-time A/AAAA lookup covers a trunk never resolved yet).
 /// Re-reads the TLS listeners' certificate and key files on every SIGHUP (`systemctl reload
 /// sbcd`): new connections, accepted or opened toward trunks, use the renewed certificate,
 /// open ones keep theirs. A file that cannot be used leaves the previous certificate in place.
@@ -692,6 +691,9 @@ fn tls_trunk_clients(
     Ok(out)
 }
 
+/// One task per trunk with a host name, keeping its RFC 3263 resolution in the proxy and in
+/// `sbc_trunk_address`. A failed lookup keeps the previous addresses (and the IO layer's
+/// send-time A/AAAA lookup covers a trunk never resolved yet).
 fn start_dns(cfg: &Config, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     let queries = shared.proxy().dns_queries();
     if queries.is_empty() {

@@ -148,7 +148,7 @@ fn read_certified_key(
     CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsSetupError::Key {
         path: private_key.display().to_string(),
         reason: format!(
-            "does not fit the certificate {}: {e}",
+            "unusable with the certificate {}: {e}",
             certificate.display()
         ),
     })
