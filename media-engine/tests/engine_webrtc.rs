@@ -229,3 +229,66 @@ fn phone_offer_to_browser_and_its_answer() {
     assert_eq!(d.certificate.fingerprint().to_sdp(), fp);
     assert_eq!(d.ice.unwrap().remote_ufrag, "Zz9q");
 }
+
+/// A browser offering audio and video (BUNDLE 0 1) to a phone that rejects the video: the
+/// phone gets both sections plain; the browser's answer keeps audio in the BUNDLE group and
+/// rejects the video with port 0, still naming it by its mid (a browser matches answer
+/// sections by mid).
+#[test]
+fn rejected_video_keeps_its_mid_toward_the_browser() {
+    let mut e = engine();
+    let offer = String::from_utf8(browser_offer())
+        .unwrap()
+        .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+        + &format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+             a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
+             a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"
+        );
+    let o = e
+        .offer(&OfferRequest {
+            call_id: "v1",
+            from_tag: "br",
+            to_tag: None,
+            via_branch: Some("b"),
+            sdp: offer.as_bytes(),
+            ingress_interface: "outside",
+            egress_interface: "inside",
+            flags: flags("RTP/AVP"),
+        })
+        .unwrap();
+    let to_phone = text(&o.sdp);
+    assert!(to_phone.contains(" RTP/AVP 111 0 8"), "{to_phone}");
+    assert!(to_phone.contains(" RTP/AVP 96 97"), "{to_phone}");
+    assert!(attr(&to_phone, "mid").is_empty(), "{to_phone}");
+    let ans = String::from_utf8(plain("10.0.0.9", 6000)).unwrap() + "m=video 0 RTP/AVP 96\r\n";
+    let a = e
+        .answer(&AnswerRequest {
+            call_id: "v1",
+            from_tag: "br",
+            to_tag: "ph",
+            via_branch: Some("b"),
+            sdp: ans.as_bytes(),
+            flags: Flags::default(),
+        })
+        .unwrap();
+    let to_browser = text(&a.sdp);
+    assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
+    assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");
+    let video = &to_browser[to_browser.find("m=video").expect("video section")..];
+    assert!(
+        video.starts_with("m=video 0 UDP/TLS/RTP/SAVPF "),
+        "{to_browser}"
+    );
+    for gone in ["candidate", "fingerprint", "ice-ufrag", "setup"] {
+        assert!(
+            attr(video, gone).is_empty(),
+            "{gone} in the rejected section:\n{video}"
+        );
+    }
+    assert!(
+        to_browser.contains(" UDP/TLS/RTP/SAVPF 8\r\n"),
+        "{to_browser}"
+    );
+}

@@ -1358,6 +1358,13 @@ fn answer_apply(
         };
         if f.port == 0 || a.disabled || offered_disabled {
             rewrite::disable_media(sec, out_addr, &f.proto, &a_proto, false)?;
+            // A rejected section keeps the offerer's mid (RFC 5888 9.2, RFC 8843 7.3.3: it
+            // only leaves the BUNDLE group); a browser matches answer sections by mid.
+            if let Some(mid) = a.webrtc.as_ref().and_then(|w| w.mid.as_deref()) {
+                if rewrite::is_dtls(&a_proto) {
+                    sec.push_line(Line::attribute("mid", Some(mid)));
+                }
+            }
             call.leg_mut(ans).streams[i].disabled = true;
             continue;
         }
