@@ -292,3 +292,111 @@ fn rejected_video_keeps_its_mid_toward_the_browser() {
         "{to_browser}"
     );
 }
+
+/// A phone offering audio and video to a browser: every section gets a mid of its own (a
+/// browser refuses duplicate mids) and its own transport (port, ICE credentials), and only
+/// the first is in the BUNDLE group, since the relay cannot carry several sections on one
+/// port. The browser's answer rejecting the video reaches the phone as port 0.
+#[test]
+fn phone_video_offer_to_a_browser_gets_distinct_mids_and_one_bundled_section() {
+    let mut e = engine();
+    let offer = String::from_utf8(plain("192.0.2.60", 4000)).unwrap()
+        + "m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    let o = e
+        .offer(&OfferRequest {
+            call_id: "w3",
+            from_tag: "ph",
+            to_tag: None,
+            via_branch: Some("b"),
+            sdp: offer.as_bytes(),
+            ingress_interface: "inside",
+            egress_interface: "outside",
+            flags: flags("UDP/TLS/RTP/SAVPF"),
+        })
+        .unwrap();
+    let to_browser = text(&o.sdp);
+    assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");
+    assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
+    let ufrags = attr(&to_browser, "ice-ufrag");
+    assert_eq!(ufrags.len(), 2, "{to_browser}");
+    assert_ne!(ufrags[0], ufrags[1], "a transport per section");
+    let ports: Vec<&str> = attr(&to_browser, "candidate")
+        .iter()
+        .filter_map(|c| c.split(' ').nth(5))
+        .collect();
+    assert_eq!(ports.len(), 2, "{to_browser}");
+    assert_ne!(ports[0], ports[1], "{to_browser}");
+    let answer = format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 8\r\nc=IN IP4 0.0.0.0\r\n\
+         a=candidate:1 1 udp 2122260223 192.0.2.50 50002 typ host\r\n\
+         a=ice-ufrag:Zz9q\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\na=fingerprint:{FP}\r\n\
+         a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:8 PCMA/8000\r\n\
+         m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n"
+    );
+    let a = e
+        .answer(&AnswerRequest {
+            call_id: "w3",
+            from_tag: "ph",
+            to_tag: "br",
+            via_branch: Some("b"),
+            sdp: answer.as_bytes(),
+            flags: Flags::default(),
+        })
+        .unwrap();
+    let to_phone = text(&a.sdp);
+    assert!(to_phone.contains("m=audio 4"), "{to_phone}");
+    assert!(to_phone.contains("m=video 0 RTP/AVP"), "{to_phone}");
+    assert!(attr(&to_phone, "mid").is_empty(), "{to_phone}");
+}
+
+/// The browser offers audio and video in one BUNDLE group and the phone takes both: the
+/// answer keeps only audio in the group and gives the video its own port (RFC 8843 7.3.2),
+/// instead of claiming a bundle the relay would not honour.
+#[test]
+fn accepted_video_toward_a_browser_is_moved_out_of_the_bundle() {
+    let mut e = engine();
+    let offer = String::from_utf8(browser_offer())
+        .unwrap()
+        .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+        + &format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+             a=candidate:1 1 udp 2122260223 192.0.2.50 50004 typ host\r\n\
+             a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
+             a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+    e.offer(&OfferRequest {
+        call_id: "v2",
+        from_tag: "br",
+        to_tag: None,
+        via_branch: Some("b"),
+        sdp: offer.as_bytes(),
+        ingress_interface: "outside",
+        egress_interface: "inside",
+        flags: flags("RTP/AVP"),
+    })
+    .unwrap();
+    let ans = String::from_utf8(plain("10.0.0.9", 6000)).unwrap()
+        + "m=video 6002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
+    let a = e
+        .answer(&AnswerRequest {
+            call_id: "v2",
+            from_tag: "br",
+            to_tag: "ph",
+            via_branch: Some("b"),
+            sdp: ans.as_bytes(),
+            flags: Flags::default(),
+        })
+        .unwrap();
+    let to_browser = text(&a.sdp);
+    assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
+    assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");
+    let ports: Vec<&str> = to_browser
+        .lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .filter_map(|m| m.split(' ').nth(1))
+        .collect();
+    assert_eq!(ports.len(), 2, "{to_browser}");
+    assert!(ports.iter().all(|p| *p != "0"), "{to_browser}");
+    assert_ne!(ports[0], ports[1], "{to_browser}");
+}

@@ -1087,7 +1087,8 @@ fn offer_apply(
                 // The receiver is a WebRTC party: we offer ICE-lite + DTLS to it.
                 let st = &mut call.leg_mut(ans).streams[i];
                 if st.webrtc.is_none() {
-                    st.webrtc = Some(webrtc::WebrtcLeg::offering());
+                    // A mid of its own per section (the section's index).
+                    st.webrtc = Some(webrtc::WebrtcLeg::offering(i.to_string()));
                 }
                 webrtc_toward_receiver = true;
             } else if from_sdes && !rewrite::is_secure(&out_proto) {

@@ -30,8 +30,8 @@ pub(crate) struct WebrtcLeg {
 }
 
 impl WebrtcLeg {
-    /// A leg for which we write the offer (`actpass`, fresh ICE credentials, mid 0).
-    pub fn offering() -> WebrtcLeg {
+    /// A leg for which we write the offer (`actpass`, fresh ICE credentials, `mid`).
+    pub fn offering(mid: String) -> WebrtcLeg {
         let (ice_ufrag, ice_pwd) = random_ice();
         WebrtcLeg {
             local_setup: Setup::ActPass,
@@ -40,7 +40,7 @@ impl WebrtcLeg {
             ice_ufrag,
             ice_pwd,
             remote_ice: None,
-            mid: Some("0".into()),
+            mid: Some(mid),
         }
     }
 
@@ -206,8 +206,12 @@ pub(crate) fn write_media(
     }
 }
 
-/// Session-level attributes of an SDP toward a WebRTC party: `a=ice-lite` and the bundle
-/// group of its mids.
+/// Session-level attributes of an SDP toward a WebRTC party: `a=ice-lite`, and a BUNDLE
+/// group of the first WebRTC section only (`mids`: those sections' mids, in order). The relay
+/// gives every section its own transport (port, ICE credentials, DTLS), so it cannot carry
+/// several sections on one: grouping them would make a browser send all of them to the
+/// first section's port. The others stay out of the group, each with its own address (RFC
+/// 8843 7.3.2), which a browser's default "balanced" bundle policy accepts.
 pub(crate) fn write_session(sdp: &mut Sdp<'_>, mids: &[String]) {
     sdp.retain_session_attributes(|name, line| {
         !(name == "ice-lite"
@@ -217,11 +221,8 @@ pub(crate) fn write_session(sdp: &mut Sdp<'_>, mids: &[String]) {
             || (name == "group" && line.value().starts_with("group:BUNDLE")))
     });
     sdp.push_session_line(Line::attribute("ice-lite", None));
-    if !mids.is_empty() {
-        sdp.push_session_line(Line::attribute(
-            "group",
-            Some(&format!("BUNDLE {}", mids.join(" "))),
-        ));
+    if let Some(first) = mids.first() {
+        sdp.push_session_line(Line::attribute("group", Some(&format!("BUNDLE {first}"))));
     }
 }
 
