@@ -647,6 +647,7 @@ fn tls_trunk_clients(
     cert_sources: &[Option<Arc<tls::CertSource>>],
 ) -> Result<HashMap<String, tls::TrunkClient>, StartError> {
     let mut out = HashMap::new();
+    let mut system = tls::SystemRoots::default();
     for t in &cfg.trunks {
         let pinned = (t.transport == portcullis_config::TrunkTransport::Tls)
             .then_some(t.listener.as_deref())
@@ -673,7 +674,7 @@ fn tls_trunk_clients(
         {
             continue; // an address with transport udp/tcp: never TLS
         }
-        match tls::trunk_client(t, cert_sources.get(id).cloned().flatten()) {
+        match tls::trunk_client(t, cert_sources.get(id).cloned().flatten(), &mut system) {
             Ok(client) => {
                 out.insert(t.name.clone(), client);
             }

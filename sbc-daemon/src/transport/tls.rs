@@ -239,45 +239,62 @@ impl std::fmt::Debug for TrunkClient {
     }
 }
 
+/// The system's CA store, read once for all the trunks that use it.
+#[derive(Default)]
+pub struct SystemRoots(Option<Arc<rustls::RootCertStore>>);
+
+impl SystemRoots {
+    fn get(&mut self) -> Result<Arc<rustls::RootCertStore>, TlsSetupError> {
+        if let Some(r) = &self.0 {
+            return Ok(r.clone());
+        }
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            debug!(error = %e, "system CA store");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(TlsSetupError::Config(
+                "no CA certificate in the system store (install ca-certificates, or give the \
+                 trunk a tls.ca file)"
+                    .into(),
+            ));
+        }
+        let roots = Arc::new(roots);
+        self.0 = Some(roots.clone());
+        Ok(roots)
+    }
+}
+
 /// Builds the TLS client of `trunk`; `client_cert` is the certificate of the TLS listener
-/// it sends from.
+/// it sends from; `system` the system's CA store, for a trunk without `tls.ca`.
 pub fn trunk_client(
     trunk: &Trunk,
     client_cert: Option<Arc<CertSource>>,
+    system: &mut SystemRoots,
 ) -> Result<TrunkClient, TlsSetupError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = trunk.tls.clone().unwrap_or(TrunkTls {
         ca: None,
         server_name: None,
     });
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca {
+    let roots = match &settings.ca {
         Some(ca) => {
             let certs = read_certs(ca).map_err(|e| TlsSetupError::Ca {
                 path: ca.display().to_string(),
                 reason: e.to_string(),
             })?;
+            let mut roots = rustls::RootCertStore::empty();
             for c in certs {
                 roots
                     .add(c)
                     .map_err(|e| TlsSetupError::Config(format!("{}: {e}", ca.display())))?;
             }
+            Arc::new(roots)
         }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                debug!(error = %e, "system CA store");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(TlsSetupError::Config(
-                    "no CA certificate in the system store (install ca-certificates, or give \
-                     the trunk a tls.ca file)"
-                        .into(),
-                ));
-            }
-        }
-    }
+        None => system.get()?,
+    };
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match client_cert {
         Some(source) => builder.with_client_cert_resolver(source),
