@@ -3,7 +3,9 @@
 //! plain offer toward a WebRTC leg; the relay gets the DTLS/ICE parameters in the plans.
 
 use media_engine::dtls::{Fingerprint, Role};
-use media_engine::{AnswerRequest, Flags, MediaEngine, MediaInterface, OfferRequest};
+use media_engine::{
+    AnswerRequest, AnswerResponse, Flags, MediaEngine, MediaInterface, OfferRequest, OfferResponse,
+};
 
 const FP: &str = "sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
 
@@ -64,22 +66,52 @@ fn attr<'a>(sdp: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The engine's offer of `sdp` from `from_tag`, `ingress` to `egress`, as `transport`.
+fn offer_via(
+    e: &mut MediaEngine,
+    call_id: &str,
+    from_tag: &str,
+    sdp: &[u8],
+    (ingress, egress): (&str, &str),
+    transport: &str,
+) -> OfferResponse {
+    e.offer(&OfferRequest {
+        call_id,
+        from_tag,
+        to_tag: None,
+        via_branch: Some("b"),
+        sdp,
+        ingress_interface: ingress,
+        egress_interface: egress,
+        flags: flags(transport),
+    })
+    .unwrap()
+}
+
+/// The engine's answer of `sdp` from `to_tag` to the offer of `from_tag`.
+fn answer_with(
+    e: &mut MediaEngine,
+    call_id: &str,
+    from_tag: &str,
+    to_tag: &str,
+    sdp: &[u8],
+) -> AnswerResponse {
+    e.answer(&AnswerRequest {
+        call_id,
+        from_tag,
+        to_tag,
+        via_branch: Some("b"),
+        sdp,
+        flags: Flags::default(),
+    })
+    .unwrap()
+}
+
 #[test]
 fn browser_offer_to_plain_phone_and_answer_back() {
     let mut e = engine();
     let offer = browser_offer();
-    let o = e
-        .offer(&OfferRequest {
-            call_id: "w1",
-            from_tag: "br",
-            to_tag: None,
-            via_branch: Some("b"),
-            sdp: &offer,
-            ingress_interface: "outside",
-            egress_interface: "inside",
-            flags: flags("RTP/AVP"),
-        })
-        .unwrap();
+    let o = offer_via(&mut e, "w1", "br", &offer, ("outside", "inside"), "RTP/AVP");
     let to_phone = text(&o.sdp);
     assert!(to_phone.contains("m=audio 4"), "{to_phone}");
     assert!(to_phone.contains(" RTP/AVP 111 0 8"), "{to_phone}");
@@ -98,16 +130,7 @@ fn browser_offer_to_plain_phone_and_answer_back() {
         );
     }
     let ans = plain("10.0.0.9", 6000);
-    let a = e
-        .answer(&AnswerRequest {
-            call_id: "w1",
-            from_tag: "br",
-            to_tag: "ph",
-            via_branch: Some("b"),
-            sdp: &ans,
-            flags: Flags::default(),
-        })
-        .unwrap();
+    let a = answer_with(&mut e, "w1", "br", "ph", &ans);
     let to_browser = text(&a.sdp);
     assert!(to_browser.contains(" UDP/TLS/RTP/SAVPF 8"), "{to_browser}");
     assert_eq!(attr(&to_browser, "ice-lite"), [""], "{to_browser}");
@@ -159,18 +182,14 @@ fn browser_offer_to_plain_phone_and_answer_back() {
 fn phone_offer_to_browser_and_its_answer() {
     let mut e = engine();
     let offer = plain("192.0.2.60", 4000);
-    let o = e
-        .offer(&OfferRequest {
-            call_id: "w2",
-            from_tag: "ph",
-            to_tag: None,
-            via_branch: Some("b"),
-            sdp: &offer,
-            ingress_interface: "inside",
-            egress_interface: "outside",
-            flags: flags("UDP/TLS/RTP/SAVPF"),
-        })
-        .unwrap();
+    let o = offer_via(
+        &mut e,
+        "w2",
+        "ph",
+        &offer,
+        ("inside", "outside"),
+        "UDP/TLS/RTP/SAVPF",
+    );
     let to_browser = text(&o.sdp);
     assert!(
         to_browser.contains(" UDP/TLS/RTP/SAVPF 8 101"),
@@ -192,16 +211,7 @@ fn phone_offer_to_browser_and_its_answer() {
          a=ice-ufrag:Zz9q\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\na=fingerprint:{FP}\r\n\
          a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:8 PCMA/8000\r\n"
     );
-    let a = e
-        .answer(&AnswerRequest {
-            call_id: "w2",
-            from_tag: "ph",
-            to_tag: "br",
-            via_branch: Some("b"),
-            sdp: answer.as_bytes(),
-            flags: Flags::default(),
-        })
-        .unwrap();
+    let a = answer_with(&mut e, "w2", "ph", "br", answer.as_bytes());
     let to_phone = text(&a.sdp);
     assert!(to_phone.contains(" RTP/AVP 8"), "{to_phone}");
     for gone in [
@@ -246,33 +256,20 @@ fn rejected_video_keeps_its_mid_toward_the_browser() {
              a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
              a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"
         );
-    let o = e
-        .offer(&OfferRequest {
-            call_id: "v1",
-            from_tag: "br",
-            to_tag: None,
-            via_branch: Some("b"),
-            sdp: offer.as_bytes(),
-            ingress_interface: "outside",
-            egress_interface: "inside",
-            flags: flags("RTP/AVP"),
-        })
-        .unwrap();
+    let o = offer_via(
+        &mut e,
+        "v1",
+        "br",
+        offer.as_bytes(),
+        ("outside", "inside"),
+        "RTP/AVP",
+    );
     let to_phone = text(&o.sdp);
     assert!(to_phone.contains(" RTP/AVP 111 0 8"), "{to_phone}");
     assert!(to_phone.contains(" RTP/AVP 96 97"), "{to_phone}");
     assert!(attr(&to_phone, "mid").is_empty(), "{to_phone}");
     let ans = String::from_utf8(plain("10.0.0.9", 6000)).unwrap() + "m=video 0 RTP/AVP 96\r\n";
-    let a = e
-        .answer(&AnswerRequest {
-            call_id: "v1",
-            from_tag: "br",
-            to_tag: "ph",
-            via_branch: Some("b"),
-            sdp: ans.as_bytes(),
-            flags: Flags::default(),
-        })
-        .unwrap();
+    let a = answer_with(&mut e, "v1", "br", "ph", ans.as_bytes());
     let to_browser = text(&a.sdp);
     assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
     assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");
@@ -302,18 +299,14 @@ fn phone_video_offer_to_a_browser_gets_distinct_mids_and_one_bundled_section() {
     let mut e = engine();
     let offer = String::from_utf8(plain("192.0.2.60", 4000)).unwrap()
         + "m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
-    let o = e
-        .offer(&OfferRequest {
-            call_id: "w3",
-            from_tag: "ph",
-            to_tag: None,
-            via_branch: Some("b"),
-            sdp: offer.as_bytes(),
-            ingress_interface: "inside",
-            egress_interface: "outside",
-            flags: flags("UDP/TLS/RTP/SAVPF"),
-        })
-        .unwrap();
+    let o = offer_via(
+        &mut e,
+        "w3",
+        "ph",
+        offer.as_bytes(),
+        ("inside", "outside"),
+        "UDP/TLS/RTP/SAVPF",
+    );
     let to_browser = text(&o.sdp);
     assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");
     assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
@@ -334,16 +327,7 @@ fn phone_video_offer_to_a_browser_gets_distinct_mids_and_one_bundled_section() {
          a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:8 PCMA/8000\r\n\
          m=video 0 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n"
     );
-    let a = e
-        .answer(&AnswerRequest {
-            call_id: "w3",
-            from_tag: "ph",
-            to_tag: "br",
-            via_branch: Some("b"),
-            sdp: answer.as_bytes(),
-            flags: Flags::default(),
-        })
-        .unwrap();
+    let a = answer_with(&mut e, "w3", "ph", "br", answer.as_bytes());
     let to_phone = text(&a.sdp);
     assert!(to_phone.contains("m=audio 4"), "{to_phone}");
     assert!(to_phone.contains("m=video 0 RTP/AVP"), "{to_phone}");
@@ -365,29 +349,17 @@ fn accepted_video_toward_a_browser_is_moved_out_of_the_bundle() {
              a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
              a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
         );
-    e.offer(&OfferRequest {
-        call_id: "v2",
-        from_tag: "br",
-        to_tag: None,
-        via_branch: Some("b"),
-        sdp: offer.as_bytes(),
-        ingress_interface: "outside",
-        egress_interface: "inside",
-        flags: flags("RTP/AVP"),
-    })
-    .unwrap();
+    offer_via(
+        &mut e,
+        "v2",
+        "br",
+        offer.as_bytes(),
+        ("outside", "inside"),
+        "RTP/AVP",
+    );
     let ans = String::from_utf8(plain("10.0.0.9", 6000)).unwrap()
         + "m=video 6002 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n";
-    let a = e
-        .answer(&AnswerRequest {
-            call_id: "v2",
-            from_tag: "br",
-            to_tag: "ph",
-            via_branch: Some("b"),
-            sdp: ans.as_bytes(),
-            flags: Flags::default(),
-        })
-        .unwrap();
+    let a = answer_with(&mut e, "v2", "br", "ph", ans.as_bytes());
     let to_browser = text(&a.sdp);
     assert_eq!(attr(&to_browser, "group"), ["BUNDLE 0"], "{to_browser}");
     assert_eq!(attr(&to_browser, "mid"), ["0", "1"], "{to_browser}");

@@ -150,6 +150,15 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// The names of the outside, proxy and inside namespaces, in that order.
+    pub fn names(&self) -> (String, String, String) {
+        (
+            self.outside.name().to_string(),
+            self.sbc.name().to_string(),
+            self.inside.name().to_string(),
+        )
+    }
+
     /// Builds the topology with fresh unique names.
     pub fn build() -> Result<Self> {
         remove_stale_namespaces();

@@ -60,11 +60,7 @@ fn media_call(test: &str, datapath: &'static str) -> Option<MediaCall> {
         "{PCAP} missing: install sip-tester"
     );
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let mut passes = Vec::new();
     let mut xdp_interfaces = Vec::new();
     if datapath == "xdp" {
@@ -247,11 +243,7 @@ fn media_timeout_ends_the_call_with_bye_to_both_legs() {
     }
     require_tool("sipp", "sip-tester");
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let spec = ProxySpec {
         t1_ms: 500,
         media: Some(MediaSpec {

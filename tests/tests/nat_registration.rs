@@ -61,11 +61,7 @@ fn natted_phone_registers_through_sbcd_is_throttled_and_reachable() {
     require_tool("iptables", "iptables");
     require_tool("curl", "curl");
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     // The phone's private address and the NAT in front of it.
     let c0 = format!("{}c0", env.topo.stem);
     let run = |args: &[&str]| {

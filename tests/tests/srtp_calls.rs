@@ -144,11 +144,7 @@ fn sdes_caller_is_bridged_to_a_plain_rtp_callee() {
     let python = portcullis_tests::python::venv_python("pylibsrtp")
         .unwrap_or_else(|e| panic!("{test}: python peer: {e}"));
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let _proxy = bridged_sbcd(&mut env, &sbc_ns, [None, Some("plain")]);
     let uas = echo_callee(
         &mut env,
@@ -220,11 +216,7 @@ fn webrtc_caller_is_bridged_to_a_plain_rtp_callee() {
     let python = portcullis_tests::python::venv_python("aiortc")
         .unwrap_or_else(|e| panic!("{test}: python peer: {e}"));
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let _proxy = bridged_sbcd(&mut env, &sbc_ns, [Some("webrtc"), Some("plain")]);
     let (capture, inside_capture) = media_captures(&mut env, &sbc_ns);
     let uas = echo_callee(&mut env, &in_ns, "webrtc_uas.xml", &[]);
@@ -347,11 +339,7 @@ fn plain_caller_reaches_a_webrtc_callee() {
     let python = portcullis_tests::python::venv_python("aiortc")
         .unwrap_or_else(|e| panic!("{test}: python peer: {e}"));
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let _proxy = Proxy::start_sbcd_with_config(
         &mut env,
         &sbc_ns,

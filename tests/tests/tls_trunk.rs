@@ -113,11 +113,7 @@ fn call_through_a_tls_trunk_with_mutual_certificates() {
     require_tool("openssl", "openssl");
     require_tool("ss", "iproute2");
     let mut env = TestEnv::new(TEST).unwrap_or_else(|e| panic!("{TEST}: topology setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let dir = env.dir.clone();
     make_pki(
         &dir,

@@ -101,11 +101,7 @@ fn nothing_from_inside_leaks_to_the_outside_during_a_call_matrix() {
     require_tool("sipp", "sip-tester");
     require_tool("tshark", "tshark");
     let mut env = TestEnv::new(test).unwrap_or_else(|e| panic!("{test}: setup: {e}"));
-    let (out_ns, sbc_ns, in_ns) = (
-        env.topo.outside.name().to_string(),
-        env.topo.sbc.name().to_string(),
-        env.topo.inside.name().to_string(),
-    );
+    let (out_ns, sbc_ns, in_ns) = env.topo.names();
     let _proxy = Proxy::start_sbcd_with_config(
         &mut env,
         &sbc_ns,
