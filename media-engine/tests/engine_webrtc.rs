@@ -40,6 +40,20 @@ fn browser_offer() -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`browser_offer`] with a video section (VP8 and its rtx) in the same BUNDLE group.
+fn browser_audio_video_offer() -> String {
+    String::from_utf8(browser_offer())
+        .unwrap()
+        .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+        + &format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+             a=candidate:1 1 udp 2122260223 192.0.2.50 50004 typ host\r\n\
+             a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
+             a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"
+        )
+}
+
 fn plain(addr: &str, port: u16) -> Vec<u8> {
     format!(
         "v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
@@ -247,15 +261,7 @@ fn phone_offer_to_browser_and_its_answer() {
 #[test]
 fn rejected_video_keeps_its_mid_toward_the_browser() {
     let mut e = engine();
-    let offer = String::from_utf8(browser_offer())
-        .unwrap()
-        .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
-        + &format!(
-            "m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-             a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
-             a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n\
-             a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"
-        );
+    let offer = browser_audio_video_offer();
     let o = offer_via(
         &mut e,
         "v1",
@@ -340,15 +346,7 @@ fn phone_video_offer_to_a_browser_gets_distinct_mids_and_one_bundled_section() {
 #[test]
 fn accepted_video_toward_a_browser_is_moved_out_of_the_bundle() {
     let mut e = engine();
-    let offer = String::from_utf8(browser_offer())
-        .unwrap()
-        .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
-        + &format!(
-            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
-             a=candidate:1 1 udp 2122260223 192.0.2.50 50004 typ host\r\n\
-             a=ice-ufrag:bRwX\r\na=ice-pwd:9dHV1pWWc4ibEnyAF1S6FXZb\r\na=fingerprint:{FP}\r\n\
-             a=setup:actpass\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n"
-        );
+    let offer = browser_audio_video_offer();
     offer_via(
         &mut e,
         "v2",

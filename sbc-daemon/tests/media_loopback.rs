@@ -3,6 +3,8 @@
 //! hold and resume by re-INVITE keep the ports and media flows again, and a BYE releases the
 //! relay (nothing is forwarded afterwards, ports are free again).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -185,7 +187,7 @@ routes:
     );
     assert_eq!(from_a.map(|a| a.port()), Some(relay_a));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let m = reqwest_free_get(metrics).await;
+    let m = common::http_get(metrics, "/metrics").await;
     assert!(m.contains("sbc_media_sessions 1"), "{m}");
     let relayed: u64 = m
         .lines()
@@ -327,7 +329,7 @@ routes:
     }
     let (after, _) = count_rtp(&uas_rtp, Duration::from_millis(300)).await;
     assert_eq!(after, 0, "no media after BYE");
-    let m = reqwest_free_get(metrics).await;
+    let m = common::http_get(metrics, "/metrics").await;
     assert!(m.contains("sbc_media_sessions 0"), "{m}");
     assert!(
         m.contains("sbc_media_ports{interface=\"lo\",state=\"used\"} 0"),
@@ -335,20 +337,4 @@ routes:
     );
     let _ = stop.send(());
     daemon.abort();
-}
-
-async fn reqwest_free_get(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    timeout(Duration::from_secs(3), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).to_string()
 }

@@ -3,6 +3,8 @@
 //! subprotocol enforced, a registered WebSocket client reached over its connection whatever
 //! its Contact says (S-01), and its registration removed when the connection closes (S-02).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,32 +88,11 @@ async fn sip_over_tls_is_answered_on_the_same_connection() {
     );
     let _d = start(&yaml, Some(dir)).await;
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = TcpStream::connect(("127.0.0.1", sip)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("sbc.test").unwrap();
-    let mut tls = timeout(Duration::from_secs(5), connector.connect(name, tcp))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut tls = tls_to_sbc(sip, &[cert.cert.der().clone()]).await;
     tls.write_all(options("TLS", "tls1").as_bytes())
         .await
         .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut got = String::new();
-    while !got.contains("\r\n\r\n") {
-        let n = timeout(Duration::from_secs(5), tls.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "TLS connection closed");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = read_message(&mut tls).await;
     assert!(got.starts_with("SIP/2.0 200 OK"), "{got}");
     assert!(got.contains("Call-ID: tls1@test"));
 }
@@ -451,7 +432,7 @@ async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
     );
 
     // The failures are counted per trunk.
-    let body = scrape(metrics).await;
+    let body = common::http_get(metrics, "/metrics").await;
     for t in ["wrongname", "wrongca"] {
         assert!(
             body.contains(&format!(
@@ -467,26 +448,11 @@ async fn tls_trunk_is_verified_and_gets_the_listener_certificate() {
     trunk_task.abort();
 }
 
-/// The metrics page of the sbcd whose metrics listener is 127.0.0.1:`port`.
-async fn scrape(port: u16) -> String {
-    let mut http = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    timeout(Duration::from_secs(5), http.read_to_string(&mut body))
-        .await
-        .unwrap()
-        .unwrap();
-    body
-}
-
-/// The certificate a TLS server at 127.0.0.1:`port` presents (trusting `roots`, name
-/// `sbc.test`).
-async fn presented_certificate(
+/// A TLS connection to 127.0.0.1:`port`, trusting `roots`, for the name `sbc.test`.
+async fn tls_to_sbc(
     port: u16,
     roots: &[rustls::pki_types::CertificateDer<'static>],
-) -> Vec<u8> {
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
@@ -498,11 +464,20 @@ async fn presented_certificate(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("sbc.test").unwrap();
-    let tls = timeout(Duration::from_secs(5), connector.connect(name, tcp))
+    timeout(Duration::from_secs(5), connector.connect(name, tcp))
         .await
         .expect("handshake in time")
-        .expect("handshake");
-    tls.get_ref()
+        .expect("handshake")
+}
+
+/// The certificate the TLS server at 127.0.0.1:`port` presents (see [`tls_to_sbc`]).
+async fn presented_certificate(
+    port: u16,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Vec<u8> {
+    tls_to_sbc(port, roots)
+        .await
+        .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first())
@@ -596,7 +571,7 @@ async fn sighup_reloads_the_listener_certificate() {
 
         let expiry = "sbc_tls_certificate_expiry_timestamp_seconds{listener=\"lo-tls\"} 1924992000";
         assert!(
-            scrape(metrics).await.contains(expiry),
+            common::http_get(metrics, "/metrics").await.contains(expiry),
             "the expiry metric follows the reload"
         );
 
@@ -618,7 +593,7 @@ async fn sighup_reloads_the_listener_certificate() {
             presented_certificate(sip, &roots).await,
             renewed.cert.der().to_vec()
         );
-        assert!(scrape(metrics).await.contains(expiry));
+        assert!(common::http_get(metrics, "/metrics").await.contains(expiry));
     };
     let outcome = tokio::time::timeout(Duration::from_secs(30), result).await;
     let alive = sbcd.0.try_wait().ok().flatten().is_none();

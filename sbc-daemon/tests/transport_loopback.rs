@@ -2,6 +2,8 @@
 //! maximum message size, idle timeout, connection reuse toward a trunk, UDP, and the
 //! /metrics and /healthz endpoints.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -164,7 +166,7 @@ async fn oversize_stream_message_closes_the_connection_and_is_counted() {
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "connection must be closed after an oversize message");
-    let body = http_get(metrics, "/metrics").await;
+    let body = common::http_get(metrics, "/metrics").await;
     assert!(
         body.contains("sbc_sip_parse_errors_total{interface=\"lo\"} 1"),
         "{body}"
@@ -266,26 +268,13 @@ async fn read_until_messages(conn: &mut TcpStream, n: usize) -> String {
     got
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    timeout(Duration::from_secs(3), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out).to_string()
-}
-
 #[tokio::test]
 async fn metrics_and_healthz_are_served() {
     let (sip, metrics, _) = ports(6);
     let _d = start(&config(sip, metrics, "", "")).await;
-    let h = http_get(metrics, "/healthz").await;
+    let h = common::http_get(metrics, "/healthz").await;
     assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-    let m = http_get(metrics, "/metrics").await;
+    let m = common::http_get(metrics, "/metrics").await;
     for family in [
         "sbc_sip_requests_total",
         "sbc_sip_responses_total",
