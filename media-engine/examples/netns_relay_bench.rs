@@ -581,7 +581,7 @@ fn start_relay(
 /// CPU figures of a run (% of one core over its window).
 #[derive(Clone, Copy, Debug, Default)]
 struct Cpu {
-    /// Whole machine, /proc/stat user+system+irq+softirq.
+    /// Whole machine: the window on every CPU minus /proc/stat idle (see `cpu_delta`).
     busy: f64,
     softirq: f64,
     /// The benchmark's tasks ([`tasks_cpu_ns`]).
